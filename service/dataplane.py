@@ -1,0 +1,121 @@
+"""The verbs every frontend offers: live, ready, metadata, infer, statistics, index.
+
+The DataPlane owns the model repository and the threads inference runs on. It speaks numpy
+and plain data classes; frontends translate their protocol to these calls and back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service import __version__
+from service.errors import ServingError, unavailable
+from service.repository import IndexEntry, ModelRepository
+from service.runtime import LoadedModel
+from service.settings import Settings
+from service.statistics import StatisticsSnapshot
+
+SERVER_NAME = "zooserve"
+
+
+@dataclass
+class InferenceRequest:
+    model_name: str
+    inputs: Mapping[str, np.ndarray]
+    model_version: str | None = None
+    requested_outputs: Sequence[str] | None = None
+    id: str = ""
+
+
+@dataclass
+class InferenceResponse:
+    model_name: str
+    model_version: int
+    outputs: dict[str, np.ndarray]
+    id: str = ""
+    labels: list[str] | None = field(default=None, repr=False)
+
+
+class DataPlane:
+    def __init__(self, repository: ModelRepository, inference_threads: int = 4) -> None:
+        self.repository = repository
+        self._executor = ThreadPoolExecutor(
+            max_workers=inference_threads, thread_name_prefix="inference"
+        )
+        self._closing = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DataPlane:
+        repository = ModelRepository(settings.models, settings.device, settings.max_batch_size)
+        repository.load()
+        return cls(repository, settings.inference_threads)
+
+    # health
+    def live(self) -> bool:
+        return True
+
+    def ready(self) -> bool:
+        return not self._closing and self.repository.all_loaded
+
+    def model_ready(self, name: str, version: str | None = None) -> bool:
+        if self._closing:
+            return False
+        try:
+            self.repository.get(name, version)
+        except ServingError:
+            return False
+        return True
+
+    # metadata
+    @property
+    def server_name(self) -> str:
+        return SERVER_NAME
+
+    @property
+    def server_version(self) -> str:
+        return __version__
+
+    def model(self, name: str, version: str | None = None) -> LoadedModel:
+        return self.repository.get(name, version)
+
+    def index(self) -> list[IndexEntry]:
+        return self.repository.index()
+
+    def statistics(
+        self, name: str = "", version: str = ""
+    ) -> list[tuple[LoadedModel, StatisticsSnapshot]]:
+        if name:
+            if version:
+                models = [self.repository.get(name, version)]
+            else:
+                self.repository.get(name)  # NOT_FOUND for an unknown name
+                models = [self.repository.get(name, v) for v in self.repository.versions(name)]
+        else:
+            models = self.repository.models()
+        return [(m, m.statistics.snapshot()) for m in models]
+
+    # inference
+    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+        if self._closing:
+            raise unavailable("the server is shutting down")
+        model = self.repository.get(request.model_name, request.model_version)
+        arrived = time.perf_counter_ns()
+
+        def work() -> dict[str, np.ndarray]:
+            queued = time.perf_counter_ns() - arrived
+            return model.run(request.inputs, request.requested_outputs, queued_ns=queued)
+
+        outputs = await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        return InferenceResponse(
+            model.name, model.version, outputs, id=request.id, labels=model.labels
+        )
+
+    def close(self) -> None:
+        """Stop taking requests (readiness turns false) and let running ones finish."""
+        self._closing = True
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,209 @@
+"""Protocol messages to core objects and back: tensors, metadata, model config, statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from service import codecs
+from service.dataplane import InferenceRequest, InferenceResponse
+from service.datatypes import datatype_of
+from service.errors import invalid_argument
+from service.grpc_frontend.generated import grpc_service_pb2 as pb
+from service.grpc_frontend.generated import model_config_pb2 as config_pb
+from service.repository import IndexEntry
+from service.runtime import CUDA, LoadedModel, TensorSpec
+from service.statistics import Duration, StatisticsSnapshot
+
+PLATFORM = "onnxruntime_onnx"
+
+# Which typed list of InferTensorContents carries each datatype.
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def inference_request(message: pb.ModelInferRequest) -> InferenceRequest:
+    inputs: dict[str, np.ndarray] = {}
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise invalid_argument(
+            f"request has {len(message.inputs)} inputs but {len(raw)} raw_input_contents; "
+            "send one raw buffer per input, in the order of the inputs"
+        )
+    for position, tensor in enumerate(message.inputs):
+        if tensor.name in inputs:
+            raise invalid_argument(f"input '{tensor.name}' appears more than once")
+        if raw:
+            if tensor.HasField("contents"):
+                raise invalid_argument(
+                    f"input '{tensor.name}': send contents or raw_input_contents, not both"
+                )
+            array = codecs.decode_raw(tensor.name, tensor.datatype, tensor.shape, raw[position])
+        else:
+            array = codecs.decode_list(
+                tensor.name, tensor.datatype, tensor.shape, _typed_contents(tensor)
+            )
+        inputs[tensor.name] = array
+    return InferenceRequest(
+        model_name=message.model_name,
+        model_version=message.model_version or None,
+        inputs=inputs,
+        requested_outputs=[o.name for o in message.outputs] or None,
+        id=message.id,
+    )
+
+
+def _typed_contents(tensor: pb.ModelInferRequest.InferInputTensor):
+    codecs.numpy_dtype(tensor.name, tensor.datatype)  # unknown datatype: a clear error first
+    field = CONTENTS_FIELD.get(tensor.datatype)
+    if field is None:
+        raise invalid_argument(
+            f"input '{tensor.name}': {tensor.datatype} has no typed contents list; "
+            "send it in raw_input_contents"
+        )
+    if not tensor.HasField("contents"):
+        raise invalid_argument(
+            f"input '{tensor.name}' has no data: fill contents.{field} or raw_input_contents"
+        )
+    return list(getattr(tensor.contents, field))
+
+
+def infer_response(response: InferenceResponse) -> pb.ModelInferResponse:
+    message = pb.ModelInferResponse(
+        model_name=response.model_name,
+        model_version=str(response.model_version),
+        id=response.id,
+    )
+    for name, array in response.outputs.items():
+        message.outputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
+        message.raw_output_contents.append(codecs.encode_raw(array))
+    return message
+
+
+def _tensor_metadata(spec: TensorSpec) -> pb.ModelMetadataResponse.TensorMetadata:
+    return pb.ModelMetadataResponse.TensorMetadata(
+        name=spec.name, datatype=spec.datatype, shape=spec.shape
+    )
+
+
+def model_metadata(model: LoadedModel, versions: list[int]) -> pb.ModelMetadataResponse:
+    return pb.ModelMetadataResponse(
+        name=model.name,
+        versions=[str(v) for v in versions],
+        platform=PLATFORM,
+        inputs=[_tensor_metadata(s) for s in model.inputs],
+        outputs=[_tensor_metadata(s) for s in model.outputs],
+    )
+
+
+def _config_datatype(datatype: str) -> int:
+    return config_pb.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
+
+
+def _dims(model: LoadedModel, spec: TensorSpec) -> tuple[int, ...]:
+    # Triton's convention: with batching, dims leave out the batch axis.
+    return spec.shape[1:] if model.max_batch_size > 0 else spec.shape
+
+
+def model_config(model: LoadedModel) -> pb.ModelConfigResponse:
+    on_gpu = CUDA in model.providers
+    parameters = {
+        "execution_providers": ",".join(model.providers),
+        "task": model.task,
+        "description": str(model.card.get("description", "")),
+    }
+    if model.labels:
+        parameters["labels"] = json.dumps(model.labels)
+    config = config_pb.ModelConfig(
+        name=model.name,
+        platform=PLATFORM,
+        backend="onnxruntime",
+        version_policy=config_pb.ModelVersionPolicy(all=config_pb.ModelVersionPolicy.All()),
+        max_batch_size=model.max_batch_size,
+        input=[
+            config_pb.ModelInput(
+                name=s.name, data_type=_config_datatype(s.datatype), dims=_dims(model, s)
+            )
+            for s in model.inputs
+        ],
+        output=[
+            config_pb.ModelOutput(
+                name=s.name, data_type=_config_datatype(s.datatype), dims=_dims(model, s)
+            )
+            for s in model.outputs
+        ],
+        instance_group=[
+            config_pb.ModelInstanceGroup(
+                name=model.name,
+                count=1,
+                kind=config_pb.ModelInstanceGroup.KIND_GPU
+                if on_gpu
+                else config_pb.ModelInstanceGroup.KIND_CPU,
+                gpus=[0] if on_gpu else [],
+            )
+        ],
+        default_model_filename=model.path.name,
+        parameters={k: config_pb.ModelParameter(string_value=v) for k, v in parameters.items()},
+    )
+    return pb.ModelConfigResponse(config=config)
+
+
+def _duration(d: Duration) -> pb.StatisticDuration:
+    return pb.StatisticDuration(count=d.count, ns=d.ns)
+
+
+def model_statistics(
+    rows: list[tuple[LoadedModel, StatisticsSnapshot]],
+) -> pb.ModelStatisticsResponse:
+    response = pb.ModelStatisticsResponse()
+    for model, s in rows:
+        response.model_stats.add(
+            name=model.name,
+            version=str(model.version),
+            last_inference=s.last_inference_ms,
+            inference_count=s.inference_count,
+            execution_count=s.execution_count,
+            inference_stats=pb.InferStatistics(
+                success=_duration(s.success),
+                fail=_duration(s.fail),
+                queue=_duration(s.queue),
+                compute_input=_duration(s.compute_input),
+                compute_infer=_duration(s.compute_infer),
+                compute_output=_duration(s.compute_output),
+            ),
+            batch_stats=[
+                pb.InferBatchStatistics(
+                    batch_size=size,
+                    compute_input=_duration(b.compute_input),
+                    compute_infer=_duration(b.compute_infer),
+                    compute_output=_duration(b.compute_output),
+                )
+                for size, b in s.batches.items()
+            ],
+        )
+    return response
+
+
+def repository_index(rows: list[IndexEntry], ready_only: bool) -> pb.RepositoryIndexResponse:
+    return pb.RepositoryIndexResponse(
+        models=[
+            pb.RepositoryIndexResponse.ModelIndex(
+                name=r.name, version=str(r.version), state=r.state, reason=r.reason
+            )
+            for r in rows
+            if r.state == "READY" or not ready_only
+        ]
+    )

@@ -1,0 +1,90 @@
+"""Start and stop the gRPC server: the inference service, health checking and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service.dataplane import DataPlane
+from service.grpc_frontend.generated import grpc_service_pb2 as pb
+from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
+from service.grpc_frontend.servicer import InferenceServicer
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+SHUTDOWN_GRACE_S = 5.0
+
+
+class GrpcFrontend:
+    """A running gRPC server over one DataPlane."""
+
+    def __init__(self, dataplane: DataPlane, server: grpc.aio.Server, port: int, health_servicer):
+        self.dataplane = dataplane
+        self.server = server
+        self.port = port
+        self.health = health_servicer
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_grpc_server(dataplane: DataPlane, host: str, port: int) -> GrpcFrontend:
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+
+    # Health: "" for the whole server, the service name, and each model by name, so a
+    # Kubernetes gRPC probe can watch one model.
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    overall = serving if dataplane.ready() else not_serving
+    await health_servicer.set("", overall)
+    await health_servicer.set(INFERENCE_SERVICE, overall)
+    for name in dataplane.repository.names():
+        await health_servicer.set(name, serving)
+
+    reflection.enable_server_reflection(
+        [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen for gRPC on {host}:{port} (in use or not allowed)")
+    await server.start()
+    log.info("gRPC server listening on %s:%d", host, bound)
+    return GrpcFrontend(dataplane, server, bound, health_servicer)
+
+
+async def _serve(settings: Settings) -> None:
+    dataplane = DataPlane.from_settings(settings)
+    frontend = await start_grpc_server(dataplane, settings.host, settings.grpc_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("ready: %d model versions", len(dataplane.repository.models()))
+    await stop.wait()
+    log.info("shutting down: finishing requests in flight (up to %.0f s)", SHUTDOWN_GRACE_S)
+    await frontend.stop()
+    dataplane.close()
+
+
+def serve(settings: Settings) -> None:
+    """Run the gRPC server until SIGINT or SIGTERM."""
+    asyncio.run(_serve(settings))

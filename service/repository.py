@@ -1,0 +1,131 @@
+"""The model repository: Triton's layout, `<root>/<name>/<version>/model.onnx` plus card.json.
+
+Scanning is plain file reading (the `zooserve models` table needs no ONNX Runtime); loading
+opens one ONNX Runtime session per (name, version). A client that names no version gets the
+highest one."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.errors import not_found
+from service.runtime import LoadedModel
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+CARD_FILE = "card.json"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model version found on disk, not yet loaded."""
+
+    name: str
+    version: int
+    path: Path  # the model.onnx file
+
+    def read_card(self) -> dict:
+        card = self.path.parent / CARD_FILE
+        return json.loads(card.read_text()) if card.exists() else {}
+
+
+def scan_repository(root: Path) -> list[ModelEntry]:
+    """Every `<name>/<version>/model.onnx` under root, sorted by name then version."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"models folder '{root}' does not exist or is not a folder")
+    entries = []
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+            if not version_dir.name.isdigit() or int(version_dir.name) < 1:
+                log.warning("skipping %s: version folders are positive integers", version_dir)
+                continue
+            model_file = version_dir / MODEL_FILE
+            if not model_file.is_file():
+                log.warning("skipping %s: no %s in it", version_dir, MODEL_FILE)
+                continue
+            entries.append(ModelEntry(model_dir.name, int(version_dir.name), model_file))
+    return sorted(entries, key=lambda e: (e.name, e.version))
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    name: str
+    version: int
+    state: str  # READY or UNAVAILABLE
+    reason: str
+
+
+class ModelRepository:
+    """The loaded models of one repository folder."""
+
+    def __init__(self, root: Path, device: str = "auto", max_batch_size: int = 1024) -> None:
+        self.root = root
+        self.device = device
+        self.max_batch_size = max_batch_size
+        self._models: dict[str, dict[int, LoadedModel]] = {}
+        self._failed: dict[tuple[str, int], str] = {}
+
+    def load(self) -> None:
+        """Load every model version found; a version that fails is logged and reported
+        as UNAVAILABLE (and keeps the server unready), the others still serve."""
+        for entry in scan_repository(self.root):
+            try:
+                model = LoadedModel.load(
+                    entry.name, entry.version, entry.path, self.device, self.max_batch_size
+                )
+            except Exception as exc:  # a broken file must not take the other models down
+                reason = f"{type(exc).__name__}: {exc}"
+                log.error("could not load %s version %d: %s", entry.name, entry.version, reason)
+                self._failed[(entry.name, entry.version)] = reason
+                continue
+            self._models.setdefault(entry.name, {})[entry.version] = model
+            log.info(
+                "loaded %s version %d from %s on %s; inputs %s; outputs %s",
+                entry.name,
+                entry.version,
+                entry.path,
+                ",".join(model.providers),
+                ", ".join(f"{s.name} {s.describe()}" for s in model.inputs),
+                ", ".join(f"{s.name} {s.describe()}" for s in model.outputs),
+            )
+        if not self._models and not self._failed:
+            log.warning("no models found under %s", self.root)
+
+    @property
+    def all_loaded(self) -> bool:
+        return not self._failed
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[int]:
+        return sorted(self._models.get(name, {}))
+
+    def models(self) -> list[LoadedModel]:
+        return [m for name in self.names() for _, m in sorted(self._models[name].items())]
+
+    def get(self, name: str, version: str | int | None = None) -> LoadedModel:
+        versions = self._models.get(name)
+        if not versions:
+            if any(n == name for n, _ in self._failed):
+                raise not_found(f"model '{name}' failed to load and is unavailable")
+            known = ", ".join(self.names()) or "none"
+            raise not_found(f"model '{name}' not found; models served: {known}")
+        if version in (None, ""):
+            return versions[max(versions)]
+        text = str(version)
+        if not text.isdigit() or int(text) not in versions:
+            raise not_found(
+                f"model '{name}' has no version '{text}'; versions served: "
+                + ", ".join(str(v) for v in sorted(versions))
+            )
+        return versions[int(text)]
+
+    def index(self) -> list[IndexEntry]:
+        rows = [IndexEntry(m.name, m.version, "READY", "") for m in self.models()]
+        rows += [IndexEntry(n, v, "UNAVAILABLE", why) for (n, v), why in self._failed.items()]
+        return sorted(rows, key=lambda r: (r.name, r.version))

@@ -1,0 +1,227 @@
+"""One loaded model: an ONNX Runtime session, the signature read from it, its card, the
+execution providers really in use, and its statistics. Requests are checked against the
+signature here, before they reach ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE, datatype_of
+from service.errors import ErrorKind, ServingError, invalid_argument
+from service.statistics import ModelStatistics
+
+log = logging.getLogger(__name__)
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    datatype: str  # protocol name, e.g. FP32
+    shape: tuple[int, ...]  # -1 for a dimension of any size
+
+    def describe(self) -> str:
+        return f"{self.datatype} {list(self.shape)}"
+
+
+def _spec(node: ort.NodeArg) -> TensorSpec:
+    # Symbolic dimensions ("batch", "unk__12") and unknown ones become -1.
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in node.shape)
+    datatype = DATATYPE_BY_ONNX.get(node.type)
+    if datatype is None:
+        raise ValueError(f"tensor '{node.name}' has type {node.type}, which zooserve cannot serve")
+    return TensorSpec(node.name, datatype, shape)
+
+
+SessionFactory = Callable[[str, list[str]], ort.InferenceSession]
+
+
+def _create_session(path: str, providers: list[str], intra_op_threads: int = 0):
+    options = ort.SessionOptions()
+    if intra_op_threads > 0:
+        options.intra_op_num_threads = intra_op_threads
+    return ort.InferenceSession(path, sess_options=options, providers=providers)
+
+
+def open_session(
+    path: Path,
+    device: str,
+    available: Sequence[str] | None = None,
+    create: SessionFactory | None = None,
+) -> ort.InferenceSession:
+    """Create a session on the device the settings ask for.
+
+    `auto` tries CUDA when this onnxruntime build has it and falls back to the CPU when the
+    CUDA provider cannot really be created (no GPU, no driver): ONNX Runtime then silently
+    drops it, so the providers are read back from the session, never from
+    `get_available_providers()`, which lists what the build has, not what works. `cuda`
+    insists on CUDA and fails loudly without it.
+    """
+    available = list(available if available is not None else ort.get_available_providers())
+    create = create or _create_session
+    if device == "cpu" or (device == "auto" and CUDA not in available):
+        return create(str(path), [CPU])
+    if device == "cuda" and CUDA not in available:
+        raise RuntimeError(
+            f"--device cuda: this onnxruntime build has no CUDA provider (it has {available}); "
+            "install the `gpu` extra (onnxruntime-gpu) instead of `serve`"
+        )
+    session = create(str(path), [CUDA, CPU])
+    if CUDA not in session.get_providers():
+        if device == "cuda":
+            raise RuntimeError(
+                f"--device cuda: the CUDA provider could not be created for {path} "
+                "(no GPU visible, or CUDA/cuDNN libraries missing)"
+            )
+        log.warning("CUDA provider unavailable at run time for %s; using the CPU", path)
+    return session
+
+
+class LoadedModel:
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        session: ort.InferenceSession,
+        card: Mapping,
+        max_batch_size: int,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.path = path
+        self.session = session
+        self.card = dict(card)
+        self.inputs = [_spec(node) for node in session.get_inputs()]
+        self.outputs = [_spec(node) for node in session.get_outputs()]
+        self.providers: list[str] = list(session.get_providers())
+        self.statistics = ModelStatistics()
+        # A model batches when every tensor's first axis is free: the request's batch.
+        self.batchable = all(s.shape and s.shape[0] == -1 for s in self.inputs + self.outputs)
+        self.max_batch_size = max_batch_size if self.batchable else 0
+        self._inputs_by_name = {s.name: s for s in self.inputs}
+        self._output_names = [s.name for s in self.outputs]
+        meta = session.get_modelmeta().custom_metadata_map
+        labels = self.card.get("labels") or json.loads(meta.get("labels", "null") or "null")
+        self.labels: list[str] | None = [str(x) for x in labels] if labels else None
+
+    @classmethod
+    def load(
+        cls, name: str, version: int, path: Path, device: str, max_batch_size: int
+    ) -> LoadedModel:
+        card_path = path.parent / "card.json"
+        card = json.loads(card_path.read_text()) if card_path.exists() else {}
+        session = open_session(path, device)
+        return cls(name, version, path, session, card, max_batch_size)
+
+    @property
+    def task(self) -> str:
+        return str(self.card.get("task", ""))
+
+    def validate(self, inputs: Mapping[str, np.ndarray]) -> int:
+        """Check the request against the signature; return its batch size (1 if unbatched)."""
+        who = f"model '{self.name}' version {self.version}"
+        expected_names = ", ".join(s.name for s in self.inputs)
+        for name in inputs:
+            if name not in self._inputs_by_name:
+                raise invalid_argument(
+                    f"{who} has no input '{name}'; its inputs are: {expected_names}"
+                )
+        batch_sizes = set()
+        for spec in self.inputs:
+            if spec.name not in inputs:
+                raise invalid_argument(
+                    f"input '{spec.name}' is missing; {who} needs inputs: {expected_names}"
+                )
+            array = inputs[spec.name]
+            given = datatype_of(array)
+            if given != spec.datatype:
+                raise invalid_argument(
+                    f"input '{spec.name}': datatype {given} given, {who} expects {spec.datatype}"
+                )
+            shape = array.shape
+            if len(shape) != len(spec.shape):
+                raise invalid_argument(
+                    f"input '{spec.name}': shape {list(shape)} has rank {len(shape)}, "
+                    f"{who} expects rank {len(spec.shape)} {list(spec.shape)}"
+                )
+            for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+                if want != -1 and got != want:
+                    raise invalid_argument(
+                        f"input '{spec.name}': shape {list(shape)} does not match "
+                        f"{list(spec.shape)}: axis {axis} must be {want}, got {got}"
+                    )
+            if self.batchable:
+                batch_sizes.add(shape[0])
+        if len(batch_sizes) > 1:
+            raise invalid_argument(
+                f"inputs of {who} disagree on the batch size: {sorted(batch_sizes)}"
+            )
+        batch = batch_sizes.pop() if batch_sizes else 1
+        if self.max_batch_size and batch > self.max_batch_size:
+            raise invalid_argument(
+                f"batch size {batch} exceeds the maximum of {self.max_batch_size} for {who}"
+            )
+        return batch
+
+    def output_names(self, requested: Sequence[str] | None) -> list[str]:
+        if not requested:
+            return list(self._output_names)
+        for name in requested:
+            if name not in self._output_names:
+                raise invalid_argument(
+                    f"model '{self.name}' has no output '{name}'; its outputs are: "
+                    + ", ".join(self._output_names)
+                )
+        return list(dict.fromkeys(requested))
+
+    def run(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        requested_outputs: Sequence[str] | None = None,
+        queued_ns: int = 0,
+    ) -> dict[str, np.ndarray]:
+        """Validate and run one request; count it, whether it succeeds or fails."""
+        start = time.perf_counter_ns()
+        try:
+            batch = self.validate(inputs)
+            names = self.output_names(requested_outputs)
+            feeds = {
+                spec.name: np.ascontiguousarray(
+                    inputs[spec.name], dtype=NUMPY_BY_DATATYPE[spec.datatype].newbyteorder("=")
+                )
+                for spec in self.inputs
+            }
+            ready = time.perf_counter_ns()
+            try:
+                results = self.session.run(names, feeds)
+            except Exception as exc:  # ONNX Runtime's own errors
+                raise _runtime_error(self.name, exc) from exc
+            done = time.perf_counter_ns()
+            outputs = dict(zip(names, results, strict=True))
+            finished = time.perf_counter_ns()
+        except ServingError:
+            self.statistics.record_failure(time.perf_counter_ns() - start + queued_ns)
+            raise
+        self.statistics.record_success(
+            batch, queued_ns, ready - start, done - ready, finished - done
+        )
+        return outputs
+
+
+def _runtime_error(model: str, exc: Exception) -> ServingError:
+    # ONNX Runtime rejects some inputs our signature check cannot see (e.g. symbolic
+    # dimensions that must agree); that is still the client's request, not our fault.
+    if type(exc).__name__ in {"InvalidArgument", "Fail"} and "input" in str(exc).lower():
+        return ServingError(ErrorKind.INVALID_ARGUMENT, f"model '{model}': {exc}")
+    return ServingError(ErrorKind.INTERNAL, f"model '{model}' failed to run: {exc}")

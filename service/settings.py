@@ -1,0 +1,81 @@
+"""The server's settings: one object, read once from flags and `ZOOSERVE_*` environment
+variables (flags win), then handed down. Containers set the environment; people use flags."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+DEVICES = ("auto", "cpu", "cuda")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the flag or variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    models: Path = Path("models")
+    host: str = "127.0.0.1"
+    grpc_port: int = 8001
+    http_port: int = 3000
+    device: str = "auto"
+    max_batch_size: int = 1024
+    log_level: str = "INFO"
+    # Requests run on this many threads at once (ONNX Runtime releases the GIL).
+    inference_threads: int = 4
+
+    @classmethod
+    def from_sources(
+        cls, flags: Mapping[str, object] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Defaults, overridden by ZOOSERVE_<NAME> variables, overridden by flags that are set."""
+        flags = flags or {}
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            variable = f"ZOOSERVE_{f.name.upper()}"
+            flag = "--" + f.name.replace("_", "-")
+            if flags.get(f.name) is not None:
+                raw, source = flags[f.name], flag
+            elif environ.get(variable, "") != "":
+                raw, source = environ[variable], variable
+            else:
+                continue
+            values[f.name] = _convert(f.name, raw, source)
+        return cls(**values)
+
+
+def _convert(name: str, raw: object, source: str) -> object:
+    text = str(raw).strip()
+    if name == "models":
+        return Path(text)
+    if name in {"grpc_port", "http_port"}:
+        port = _integer(text, source)
+        if not 0 <= port <= 65535:
+            raise SettingsError(f"{source}: port must be between 0 and 65535, got {text}")
+        return port
+    if name in {"max_batch_size", "inference_threads"}:
+        value = _integer(text, source)
+        if value < 1:
+            raise SettingsError(f"{source}: must be at least 1, got {text}")
+        return value
+    if name == "device":
+        if text.lower() not in DEVICES:
+            raise SettingsError(f"{source}: must be one of {', '.join(DEVICES)}, got '{text}'")
+        return text.lower()
+    if name == "log_level":
+        if text.upper() not in LOG_LEVELS:
+            raise SettingsError(f"{source}: must be one of {', '.join(LOG_LEVELS)}, got '{text}'")
+        return text.upper()
+    return text
+
+
+def _integer(text: str, source: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SettingsError(f"{source}: expected an integer, got '{text}'") from None

@@ -1,0 +1,1 @@
+"""The `zooserve` command: the front door to training (training/) and serving (service/)."""

@@ -1,0 +1,5 @@
+import sys
+
+from zooserve.cli import main
+
+sys.exit(main())

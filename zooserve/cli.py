@@ -1,0 +1,146 @@
+"""`zooserve`: serve the model repository, list it, ask a running server for predictions,
+and (with the `train` extra) train and export the lesson's models.
+
+Every server setting also reads from a ZOOSERVE_<NAME> environment variable; flags win."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line on stderr, not the whole usage."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.settings import Settings
+
+    settings = Settings.from_sources(
+        {
+            "models": args.models,
+            "host": args.host,
+            "grpc_port": args.grpc_port,
+            "device": args.device,
+            "log_level": args.log_level,
+            "max_batch_size": args.max_batch_size,
+        }
+    )
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not settings.models.is_dir():
+        raise SystemExit(f"zooserve serve: error: models folder '{settings.models}' does not exist")
+    from service.grpc_frontend.server import serve
+
+    serve(settings)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from service.repository import scan_repository
+    from service.settings import Settings
+
+    root = Settings.from_sources({"models": args.models}).models
+    try:
+        entries = scan_repository(root)
+    except FileNotFoundError as exc:
+        raise SystemExit(f"zooserve models: error: {exc}") from None
+    rows = [("NAME", "VERSION", "TASK", "METRIC", "DESCRIPTION")]
+    for entry in entries:
+        card = entry.read_card()
+        key = card.get("primary_metric", "")
+        value = card.get("metrics", {}).get(key)
+        metric = f"{key}={value:.4g}" if isinstance(value, int | float) else "-"
+        rows.append((entry.name, str(entry.version), card.get("task", "-"), metric,
+                     card.get("description", "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[4])
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from service.grpc_frontend.client import PredictionError, predict
+
+    try:
+        values = json.loads(args.inputs)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"zooserve predict: error: --inputs is not JSON: {exc}") from None
+    try:
+        result = predict(args.url, args.model, values, args.model_version, args.timeout)
+    except PredictionError as exc:
+        raise SystemExit(f"zooserve predict: error: {exc}") from None
+    print(result.describe())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="zooserve", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="serve the model repository over gRPC")
+    serve.add_argument("--models", help="model repository folder [ZOOSERVE_MODELS, models]")
+    serve.add_argument("--host", help="address to listen on [ZOOSERVE_HOST, 127.0.0.1]")
+    serve.add_argument("--grpc-port", help="gRPC port [ZOOSERVE_GRPC_PORT, 8001]")
+    serve.add_argument("--device", help="auto, cpu or cuda [ZOOSERVE_DEVICE, auto]")
+    serve.add_argument("--max-batch-size", help="largest batch accepted [1024]")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR [INFO]")
+    serve.set_defaults(func=_serve)
+
+    models = commands.add_parser("models", help="list the models in the repository")
+    models.add_argument("--models", help="model repository folder [ZOOSERVE_MODELS, models]")
+    models.set_defaults(func=_models)
+
+    predict = commands.add_parser("predict", help="ask a running server for a prediction")
+    predict.add_argument("model", help="model name, e.g. penguins")
+    predict.add_argument(
+        "--inputs",
+        required=True,
+        help="JSON: a nested list for a one-input model, or {\"input name\": nested list}",
+    )
+    predict.add_argument("--url", default="localhost:8001", help="server address [localhost:8001]")
+    predict.add_argument("--model-version", default="", help="version [the highest]")
+    predict.add_argument("--timeout", type=float, default=10.0, help="seconds [10]")
+    predict.set_defaults(func=_predict)
+
+    try:
+        from training.cli import add_training_commands
+    except ImportError:  # a serving-only install
+        add_training_commands = _training_missing
+    add_training_commands(commands)
+    return parser
+
+
+def _training_missing(commands) -> None:
+    def refuse(args: argparse.Namespace) -> int:
+        raise SystemExit(
+            "zooserve: error: training needs the `train` extra: pip install -e '.[train]'"
+        )
+
+    for name in ("train", "results"):
+        sub = commands.add_parser(name, help="(needs the train extra)")
+        sub.add_argument("rest", nargs="*")
+        sub.set_defaults(func=refuse)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from service.settings import SettingsError
+
+    try:
+        return args.func(args)
+    except SettingsError as exc:
+        print(f"zooserve {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
