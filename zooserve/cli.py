@@ -114,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # a serving-only install
         add_training_commands = _training_missing
     add_training_commands(commands)
+
+    try:
+        from service.bento_frontend.cli import add_bento_commands
+    except ImportError:  # no `bento` extra: no `zooserve bento ...`
+        pass
+    else:
+        add_bento_commands(commands)
     return parser
 
 
