@@ -1,0 +1,111 @@
+"""Shared fixtures: a real `zooserve serve` process on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ROOT / "models"
+START_TIMEOUT_S = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class RunningServer:
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    with grpc.insecure_channel(url) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                log = log_path.read_text()
+                raise RuntimeError(f"server exited with {process.returncode}:\n{log}")
+            try:
+                stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+                return  # answering (SERVING or NOT_SERVING): the port is up
+            except grpc.RpcError:
+                time.sleep(0.2)
+    raise RuntimeError(f"server did not answer within {START_TIMEOUT_S}s:\n{log_path.read_text()}")
+
+
+@contextlib.contextmanager
+def run_server(
+    models: Path, tmp: Path, *args: str, env: dict | None = None
+) -> Iterator[RunningServer]:
+    """Start `python -m zooserve serve` on a free port; stop it (SIGTERM) afterwards."""
+    port = free_port()
+    log_path = tmp / f"server-{port}.log"
+    command = [sys.executable, "-m", "zooserve", "serve", "--models", str(models),
+               "--host", "127.0.0.1", "--grpc-port", str(port), *args]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+    url = f"127.0.0.1:{port}"
+    try:
+        _wait_until_serving(url, process, log_path)
+        yield RunningServer(url, process, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Iterator[RunningServer]:
+    """One server on the shipped model repository, shared by the protocol tests."""
+    with run_server(MODELS, tmp_path_factory.mktemp("server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def triton(server):
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(server.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def copy_model(tmp_path):
+    """Copy a shipped model version into a scratch repository under a chosen name/version."""
+
+    def copy(name: str, version: int = 1, as_name: str | None = None, as_version: int | None = None,
+             repo: Path | None = None) -> Path:
+        repo = repo or tmp_path / "models"
+        target = repo / (as_name or name) / str(as_version or version)
+        shutil.copytree(MODELS / name / str(version), target)
+        return repo
+
+    return copy
