@@ -1,0 +1,18 @@
+"""`python -m training train NAME` and `python -m training results`, as in zooserve."""
+
+import argparse
+import sys
+
+from training.cli import add_training_commands
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_training_commands(subparsers)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
