@@ -1,0 +1,120 @@
+"""The zoo in BentoML's model store, and back out of it as a repository folder.
+
+`import_repository` copies each `<name>/<version>/` of a repository folder into the store as
+the BentoML model `<name>:<version>` (model.onnx and card.json as files; the card also as
+metadata, the labels and task as labels), made with `bentoml.models.create` (bentoml.onnx is
+deprecated in 1.4). `repository_from_store` lays the stored models out again as
+`<folder>/<name>/<version>/` (symbolic links, no copies), so the core loads them exactly as it
+loads a repository folder: one loader, one set of rules."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bentoml
+from bentoml.exceptions import NotFound
+
+from service.repository import CARD_FILE, MODEL_FILE, scan_repository
+
+log = logging.getLogger(__name__)
+
+# Every model zooserve put in the store carries this label, so the service finds the zoo
+# among whatever else the store holds.
+ZOO_LABEL = "zooserve"
+ZOO_LABEL_VALUE = "model"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    tag: str
+    action: str  # imported, replaced, unchanged, skipped
+    detail: str = ""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stored(tag: str) -> Any | None:
+    try:
+        return bentoml.models.get(tag)
+    except NotFound:
+        return None
+
+
+def import_repository(root: Path, force: bool = False) -> list[ImportResult]:
+    """Put every model version of the repository folder into the model store."""
+    results = []
+    for entry in scan_repository(root):
+        tag = f"{entry.name}:{entry.version}"
+        sha = _sha256(entry.path)
+        existing = _stored(tag)
+        if existing is not None:
+            if existing.info.metadata.get("sha256") == sha and not force:
+                results.append(ImportResult(tag, "unchanged"))
+                continue
+            if not force:
+                why = "a different model has this tag; --force replaces it"
+                results.append(ImportResult(tag, "skipped", why))
+                continue
+            bentoml.models.delete(tag)
+        card = entry.read_card()
+        labels = {
+            ZOO_LABEL: ZOO_LABEL_VALUE,
+            "repository_name": entry.name,
+            "repository_version": str(entry.version),
+            "task": str(card.get("task", "")),
+        }
+        metadata = {
+            "card": card,
+            "class_labels": card.get("labels") or [],
+            "sha256": sha,
+            "source": str(entry.path.parent.resolve()),
+        }
+        try:
+            with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
+                shutil.copy2(entry.path, Path(model.path) / MODEL_FILE)
+                card_path = entry.path.parent / CARD_FILE
+                if card_path.exists():
+                    shutil.copy2(card_path, Path(model.path) / CARD_FILE)
+        except ValueError as exc:  # e.g. a name BentoML's tags do not allow
+            results.append(ImportResult(tag, "skipped", str(exc)))
+            continue
+        results.append(ImportResult(tag, "replaced" if existing is not None else "imported"))
+    return results
+
+
+def zoo_tags() -> list[str]:
+    """The tags of the zoo's models in the active model store (the Bento's own when serving
+    a Bento), every version, sorted."""
+    return sorted(
+        str(model.tag)
+        for model in bentoml.models.list()
+        if model.info.labels.get(ZOO_LABEL) == ZOO_LABEL_VALUE
+    )
+
+
+def repository_from_store(tags: list[str], folder: Path) -> Path:
+    """Lay the stored models out as a repository folder of links; returns the folder."""
+    for tag in tags:
+        model = bentoml.models.get(tag)
+        labels = model.info.labels
+        name = labels.get("repository_name", model.tag.name)
+        version = labels.get("repository_version", model.tag.version)
+        target = folder / name / str(version)
+        target.mkdir(parents=True, exist_ok=True)
+        for filename in (MODEL_FILE, CARD_FILE):
+            source = Path(model.path) / filename
+            if source.exists():
+                (target / filename).symlink_to(source.resolve())
+        log.info("model %s from the BentoML model store at %s", tag, model.path)
+    return folder
