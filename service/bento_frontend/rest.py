@@ -115,6 +115,7 @@ def build_v2_app(current: Callable[[], Frontend | None]) -> Starlette:
                 "the binary tensor data extension is not supported over HTTP; send JSON "
                 "tensors, or use gRPC for raw tensors"
             )
+        frontend.dataplane.model(name, version)  # NOT_FOUND first, as over gRPC
         body = await _json_body(request)
         response = await frontend.dataplane.infer(tensors.v2_inference_request(name, version, body))
         return JSONResponse(tensors.v2_infer_response(response))

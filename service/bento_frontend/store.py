@@ -75,7 +75,7 @@ def import_repository(root: Path, force: bool = False) -> list[ImportResult]:
             "task": str(card.get("task", "")),
         }
         metadata = {
-            "card": card,
+            "card": _without_nulls(card),
             "class_labels": card.get("labels") or [],
             "sha256": sha,
             "source": str(entry.path.parent.resolve()),
@@ -91,6 +91,16 @@ def import_repository(root: Path, force: bool = False) -> list[ImportResult]:
             continue
         results.append(ImportResult(tag, "replaced" if existing is not None else "imported"))
     return results
+
+
+def _without_nulls(value: Any) -> Any:
+    """The card as BentoML metadata, which refuses null: a null field is left out (the
+    card.json stored next to the model keeps it)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
 
 
 def zoo_tags() -> list[str]:

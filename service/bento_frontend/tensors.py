@@ -112,8 +112,8 @@ def v2_inference_request(name: str, version: str | None, body: object) -> Infere
     if not isinstance(body, Mapping):
         raise invalid_argument('the request body must be a JSON object with "inputs"')
     tensors = body.get("inputs")
-    if not isinstance(tensors, list) or not tensors:
-        raise invalid_argument('"inputs" must be a non-empty list of tensors')
+    if not isinstance(tensors, list):
+        raise invalid_argument('"inputs" must be a list of tensors')
     outputs = body.get("outputs") or []
     if not isinstance(outputs, list) or not all(
         isinstance(o, Mapping) and isinstance(o.get("name"), str) for o in outputs

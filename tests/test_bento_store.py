@@ -1,0 +1,89 @@
+"""The zoo in BentoML's model store and in a Bento, each step a real command in a scratch
+BENTOML_HOME: `zooserve bento import`, `bentoml build` from the repository's bentofile.yaml,
+and `bentoml serve` of the built Bento, which loads its models from the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+from tests.test_bento_service import (
+    PENGUINS,
+    TWO_INPUT,
+    make_test_repository,
+    run_bento,
+)
+
+
+def command(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Iterator[Path]:
+    """A BENTOML_HOME with the test repository imported."""
+    tmp = tmp_path_factory.mktemp("store")
+    repository = make_test_repository(tmp / "models")
+    home = tmp / "bentoml"
+    imported = ok(command("zooserve", "bento", "import", "--models", str(repository), home=home))
+    assert imported.stdout.splitlines()[:2] == [
+        "penguins:1            imported",
+        f"{TWO_INPUT}:1  imported",
+    ]
+    again = ok(command("zooserve", "bento", "import", "--models", str(repository), home=home))
+    assert "penguins:1            unchanged" in again.stdout
+    yield home
+
+
+@pytest.fixture(scope="module")
+def bento_tag(home) -> str:
+    built = ok(command("bentoml", "build", "--output", "tag", home=home))
+    return built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+
+
+def test_import_keeps_the_card_and_labels(home):
+    model = json.loads(ok(command("bentoml", "models", "get", "penguins:1", "-o", "json",
+                                  home=home)).stdout)
+    assert model["labels"]["zooserve"] == "model"
+    assert model["labels"]["task"] == "classification"
+    assert model["metadata"]["class_labels"] == ["Adelie", "Chinstrap", "Gentoo"]
+    assert model["metadata"]["card"]["name"] == "penguins"
+    stored = home / "models" / "penguins" / "1"
+    assert (stored / "model.onnx").is_file() and (stored / "card.json").is_file()
+
+
+def test_build_makes_a_bento_that_lists_the_models(home, bento_tag):
+    info = json.loads(ok(command("bentoml", "get", bento_tag, "-o", "json", home=home)).stdout)
+    (service,) = info["services"]
+    assert {m["tag"] for m in service["models"]} == {"penguins:1", f"{TWO_INPUT}:1"}
+    assert service["config"]["workers"] == 1
+    assert {e["name"]: e["value"] for e in info["envs"]}["ZOOSERVE_MODEL_SOURCE"] == "store"
+    bento_dir = home / "bentos" / bento_tag.replace(":", "/")
+    assert (bento_dir / "env" / "docker" / "Dockerfile").is_file()
+    requirements = (bento_dir / "env" / "python" / "requirements.txt").read_text()
+    assert "onnxruntime" in requirements and "onnxruntime-gpu" not in requirements
+
+
+def test_the_bento_serves_its_models_from_the_store(home, bento_tag, tmp_path):
+    env = {"BENTOML_HOME": str(home), "ZOOSERVE_MODELS": str(tmp_path / "no-such-folder")}
+    with run_bento(bento_tag, tmp_path, env, cwd=tmp_path) as running:
+        response = httpx.post(running.http + "/predict",
+                              json={"model": "penguins", "inputs": PENGUINS}, timeout=10)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["predictions"]) == 3
+        assert "from the BentoML model store" in running.log()
