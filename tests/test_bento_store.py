@@ -87,3 +87,16 @@ def test_the_bento_serves_its_models_from_the_store(home, bento_tag, tmp_path):
         assert response.status_code == 200, response.text
         assert len(response.json()["predictions"]) == 3
         assert "from the BentoML model store" in running.log()
+
+
+def test_the_gpu_bentofile_builds_with_onnxruntime_gpu(home):
+    """Built only (no GPU and no Docker here): the requirements and the CUDA base image."""
+    built = ok(command("bentoml", "build", "-f", "bentofile.gpu.yaml", "--output", "tag",
+                       home=home))
+    tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    bento_dir = home / "bentos" / tag.replace(":", "/")
+    requirements = (bento_dir / "env" / "python" / "requirements.txt").read_text().split()
+    assert "onnxruntime-gpu>=1.31" in requirements
+    assert not any(r.startswith("onnxruntime>") for r in requirements)
+    dockerfile = (bento_dir / "env" / "docker" / "Dockerfile").read_text()
+    assert "FROM nvidia/cuda:" in dockerfile and "ZOOSERVE_DEVICE" in dockerfile
