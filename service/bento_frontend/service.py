@@ -74,7 +74,7 @@ def model_source(running_from_bento: bool) -> str:
 @bentoml.service(
     name="zooserve",
     workers=1,
-    http={"port": SETTINGS.http_port},
+    http={"host": SETTINGS.host, "port": SETTINGS.http_port},
     traffic={"timeout": 60},
     labels={"project": "zooserve"},
 )
