@@ -79,7 +79,7 @@ CASES = {
         grpc.StatusCode.INVALID_ARGUMENT, ["'features'", "16 bytes", "32 bytes"],
     ),
     "negative dimension": (
-        raw_request(shape=(-1, 4)),
+        raw_request(shape=(-1, 4), data=b"\0" * 16),
         grpc.StatusCode.INVALID_ARGUMENT, ["'features'", "negative"],
     ),
 }
