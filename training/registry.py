@@ -111,7 +111,7 @@ def _build_digits(dataset: Dataset, options, settings, notes) -> object:
 
 BASE_CLASSES = [0, 1, 2, 3, 4]
 TASK_CLASSES = [5, 6, 7, 8, 9]
-TASK_PER_CLASS = 30  # training images per new class: the "small split"
+TASK_PER_CLASS = 10  # training images per new class: the "small split"
 
 
 def _load_transfer_task(options: TrainOptions) -> Dataset:
@@ -165,8 +165,11 @@ def _pretrained_base(image_shape, options: TrainOptions, settings: FitSettings, 
             ),
         }
         print(f"base test metrics on digits 0-4: {notes['base']['test_metrics_on_digits_0_4']}")
-    # Everything up to the last hidden layer is the feature extractor.
-    return keras.Model(classifier.inputs, classifier.layers[-2].output, name="pretrained_base")
+    # As the lesson's include_top=False: the convolutional part, up to and with Flatten, is the
+    # base; its dense layers learnt digits 0-4 specifically and are left behind.
+    flatten = [layer for layer in classifier.layers if isinstance(layer, keras.layers.Flatten)]
+    top = flatten[-1] if flatten else classifier.layers[-2]
+    return keras.Model(classifier.inputs, top.output, name="pretrained_base")
 
 
 def _build_transfer(dataset: Dataset, options, settings, notes) -> object:
@@ -320,14 +323,14 @@ REGISTRY: dict[str, ModelSpec] = {
             name="digits_transfer",
             task="classification",
             description=(
-                "Handwritten digit 5-9, learnt from 30 images per digit on top of a frozen "
+                "Handwritten digit 5-9, learnt from 10 images per digit on top of a frozen "
                 "CNN pretrained on digits 0-4."
             ),
             inputs={"image": "28x28x1 grey image, raw pixel values 0-255 (white digit on black)"},
             output=("probabilities", "probability of each digit 5-9, in the order of labels"),
             primary_metric="accuracy",
             higher_is_better=True,
-            tolerance="test accuracy within 0.02 of the card, and above the scratch baseline",
+            tolerance="test accuracy within 0.03 of the card, and above the scratch baseline",
             load=_load_transfer_task,
             build=_build_transfer,
             fit=TRANSFER_FIT,
