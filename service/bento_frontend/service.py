@@ -18,7 +18,9 @@ would share the port through SO_REUSEPORT (gRPC's default), so the kernel would 
 long-lived gRPC channel to one worker at random. Concurrency comes from the DataPlane's
 inference threads (ONNX Runtime releases the GIL) and from asyncio, not from workers.
 
-Settings are zooserve's (`ZOOSERVE_*`, read once at import). The models come from the folder
+Settings are zooserve's (`ZOOSERVE_*`, read once at import): HTTP and gRPC listen on
+`ZOOSERVE_HOST`, HTTP on `ZOOSERVE_HTTP_PORT` unless `bentoml serve --port` says otherwise,
+gRPC on `ZOOSERVE_GRPC_PORT`. The models come from the folder
 `ZOOSERVE_MODELS` or from BentoML's model store, as `ZOOSERVE_MODEL_SOURCE` says (`folder` or
 `store`); left unset, a Bento serves from its own store and everything else from the folder."""
 
