@@ -93,10 +93,11 @@ class RunningBento:
 
 @contextlib.contextmanager
 def run_bento(
-    target: str, tmp: Path, env: dict[str, str], cwd: Path = ROOT
+    target: str, tmp: Path, env: dict[str, str], cwd: Path = ROOT, wait_for: str = "/readyz"
 ) -> Iterator[RunningBento]:
-    """`bentoml serve <target>` on free loopback ports, ready (/readyz 200) when yielded;
-    the whole process group (arbiter and worker) is stopped afterwards, whatever happens."""
+    """`bentoml serve <target>` on free loopback ports, answering 200 on `wait_for` when
+    yielded; the whole process group (arbiter and worker) is stopped afterwards, whatever
+    happens."""
     http_port, grpc_port = free_port(), free_port()
     log_path = tmp / f"bentoml-{http_port}.log"
     command = [sys.executable, "-m", "bentoml", "serve", target,
@@ -109,20 +110,20 @@ def run_bento(
     running = RunningBento(f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}",
                            process, log_path)
     try:
-        _wait_until_ready(running)
+        _wait_until_answering(running, wait_for)
         yield running
     finally:
         _stop(process)
 
 
-def _wait_until_ready(running: RunningBento) -> None:
+def _wait_until_answering(running: RunningBento, path: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if running.process.poll() is not None:
             raise RuntimeError(f"bentoml serve exited with {running.process.returncode}:\n"
                                + running.log()[-5000:])
         try:
-            if httpx.get(running.http + "/readyz", timeout=1).status_code == 200:
+            if httpx.get(running.http + path, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -365,3 +366,22 @@ def test_metrics_count_http_and_grpc_requests_together(http, triton):
 
     stats = triton.get_inference_statistics("penguins", as_json=True)["model_stats"][0]
     assert int(stats["inference_stats"]["success"]["count"]) == _penguin_successes(after)
+
+
+def test_a_model_that_fails_to_load_keeps_readyz_503(tmp_path):
+    """The others still serve; readiness (BentoML's and v2's) says the repository is not whole."""
+    repository = tmp_path / "models"
+    shutil.copytree(MODELS / "penguins", repository / "penguins")
+    (repository / "broken" / "1").mkdir(parents=True)
+    (repository / "broken" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    env = {"BENTOML_HOME": str(tmp_path / "bentoml"), "ZOOSERVE_MODELS": str(repository),
+           "ZOOSERVE_MODEL_SOURCE": "folder"}
+    with run_bento(SERVICE, tmp_path, env, wait_for="/livez") as running, httpx.Client(
+        base_url=running.http, timeout=10
+    ) as http:
+        assert http.get("/readyz").status_code == 503
+        assert http.get("/v2/health/ready").json() == {"ready": False}
+        assert predict(http, model="penguins", inputs=PENGUINS).status_code == 200
+        states = {m["name"]: m["state"] for m in http.post("/models", json={}).json()["models"]}
+        assert states == {"penguins": "READY", "broken": "UNAVAILABLE"}
+        assert predict(http, model="broken", inputs=PENGUINS).status_code == 404
