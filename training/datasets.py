@@ -377,7 +377,7 @@ def load_synthetic_spectra(
     molecules: int = 1200,
     bits: int = 128,
     bins: int = 200,
-    train_pairs: int = 16000,
+    train_pairs: int = 10000,
     test_pairs: int = 2000,
     seed: int = 0,
 ) -> Dataset:
