@@ -33,5 +33,6 @@ done
 echo "model $MODEL on $(nproc) cores, $(uname -m), zooserve at 127.0.0.1:$PORT"
 for c in $CONCURRENCIES; do
   "$PERF_ANALYZER" -m "$MODEL" -u "127.0.0.1:$PORT" -i grpc --concurrency-range "$c:$c" \
-    --measurement-interval 5000 --percentile 99 2>&1 | sed -n '/Request concurrency/,/Avg request latency/p'
+    --measurement-interval 5000 --max-trials 20 --percentile 99 2>&1 \
+    | sed -n '/Request concurrency/,/Avg request latency/p; /Failed/p'
 done
