@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# What runs every model, in the words Triton and KServe use for an ONNX Runtime model.
+PLATFORM = "onnxruntime_onnx"
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,7 @@ from service import codecs
 from service.dataplane import InferenceRequest, InferenceResponse
 from service.datatypes import datatype_of
 from service.errors import invalid_argument
-from service.runtime import LoadedModel, TensorSpec
-
-PLATFORM = "onnxruntime_onnx"
-
+from service.runtime import PLATFORM, LoadedModel, TensorSpec
 
 # requests
 

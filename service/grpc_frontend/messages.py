@@ -13,10 +13,8 @@ from service.errors import invalid_argument
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import model_config_pb2 as config_pb
 from service.repository import IndexEntry
-from service.runtime import CUDA, LoadedModel, TensorSpec
+from service.runtime import CUDA, PLATFORM, LoadedModel, TensorSpec
 from service.statistics import Duration, StatisticsSnapshot
-
-PLATFORM = "onnxruntime_onnx"
 
 # Which typed list of InferTensorContents carries each datatype.
 CONTENTS_FIELD = {
