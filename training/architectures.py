@@ -12,10 +12,19 @@ import numpy as np
 
 
 def _normalization(x_train: np.ndarray) -> keras.layers.Normalization:
-    """A Normalization layer adapted on the training split only."""
-    layer = keras.layers.Normalization(axis=-1, name="normalization")
-    layer.adapt(x_train)
-    return layer
+    """A Normalization layer with the training split's mean and variance (what `adapt` does).
+
+    A feature that is constant in the training split (no snow in a short subset) keeps
+    variance 1, as scikit-learn's StandardScaler does: Keras would divide by 1e-7 and turn
+    the first unseen value into a 1e7 input.
+    """
+    x = np.asarray(x_train, dtype="float64")
+    mean, variance = x.mean(axis=0), x.var(axis=0)
+    variance[variance < 1e-12] = 1.0
+    return keras.layers.Normalization(
+        axis=-1, mean=mean.astype("float32"), variance=variance.astype("float32"),
+        name="normalization",
+    )  # fmt: skip
 
 
 def penguin_classifier(x_train: np.ndarray, classes: int) -> keras.Model:

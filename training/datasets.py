@@ -177,7 +177,7 @@ def load_seattle_weather() -> Dataset:
         columns[f"{name}_yesterday"] = frame[name].shift(1).to_numpy()
     for sky in skies:
         columns[f"weather_{sky}"] = (frame["weather"] == sky).to_numpy(dtype=float)
-    angle = 2 * np.pi * frame["date"].dt.dayofyear.to_numpy() / 365.25
+    angle = 2 * np.pi * frame["date"].dt.day_of_year.to_numpy() / 365.25
     columns["season_sin"] = np.sin(angle)
     columns["season_cos"] = np.cos(angle)
     features = pd.DataFrame(columns)
