@@ -7,6 +7,7 @@ serving CLI starts fast.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -72,7 +73,19 @@ def _positive(text: str) -> int:
     return value
 
 
+# What `train` needs beyond the base install. onnxruntime (for the parity check) comes from the
+# `serve` or `gpu` extra, not `train`: those two must stay alternatives.
+TRAINING_MODULES = ["tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "pandas", "sklearn"]
+
+
 def run_train(args: argparse.Namespace) -> int:
+    missing = [name for name in TRAINING_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"error: training needs {', '.join(missing)}: pip install -e '.[train,serve]'",
+            file=sys.stderr,
+        )
+        return 2
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ chatter off
     from training.datasets import DataFileMissing
     from training.export import ParityError
