@@ -33,6 +33,6 @@ done
 echo "model $MODEL on $(nproc) cores, $(uname -m), zooserve at 127.0.0.1:$PORT"
 for c in $CONCURRENCIES; do
   "$PERF_ANALYZER" -m "$MODEL" -u "127.0.0.1:$PORT" -i grpc --concurrency-range "$c:$c" \
-    --measurement-interval 5000 --max-trials 20 --percentile 99 2>&1 \
-    | sed -n '/Request concurrency/,/Avg request latency/p; /Failed/p'
+    --measurement-interval 3000 --max-trials 20 2>&1 \
+    | grep -E 'Request concurrency|Throughput|p50 latency|p99 latency|Avg request latency|Failed'
 done
