@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from service.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE, datatype_of
 from service.errors import ErrorKind, ServingError, invalid_argument
@@ -222,8 +223,8 @@ class LoadedModel:
 
 
 def _runtime_error(model: str, exc: Exception) -> ServingError:
-    # ONNX Runtime rejects some inputs our signature check cannot see (e.g. symbolic
-    # dimensions that must agree); that is still the client's request, not our fault.
-    if type(exc).__name__ in {"InvalidArgument", "Fail"} and "input" in str(exc).lower():
+    # ONNX Runtime rejects some inputs the signature check cannot see (symbolic dimensions
+    # that must agree across inputs): still the client's request. Anything else is ours.
+    if isinstance(exc, InvalidArgument):
         return ServingError(ErrorKind.INVALID_ARGUMENT, f"model '{model}': {exc}")
     return ServingError(ErrorKind.INTERNAL, f"model '{model}' failed to run: {exc}")

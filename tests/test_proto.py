@@ -24,12 +24,12 @@ GENERATED = ROOT / "service" / "grpc_frontend" / "generated"
 
 @pytest.fixture(scope="module")
 def ours(tmp_path_factory) -> descriptor_pool.DescriptorPool:
-    from grpc_tools import protoc
-
+    # protoc runs in a process of its own: in-process it can crash once TensorFlow (loaded by
+    # other test modules) has brought its own copy of the protobuf C++ library.
     out = tmp_path_factory.mktemp("descriptors") / "set.pb"
-    status = protoc.main(["protoc", f"-I{PROTO}", f"--descriptor_set_out={out}",
-                          "--include_imports", str(PROTO / "grpc_service.proto")])
-    assert status == 0
+    subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO}",
+                    f"--descriptor_set_out={out}", "--include_imports",
+                    str(PROTO / "grpc_service.proto")], check=True)
     pool = descriptor_pool.DescriptorPool()
     for file in descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file:
         pool.Add(file)
