@@ -40,11 +40,19 @@ DATATYPE_BY_ONNX: dict[str, str] = {
 }
 
 
+# native-order numpy dtype -> protocol name, for reading a datatype off an array
+_DATATYPE_BY_NUMPY: dict[np.dtype, str] = {
+    dtype.newbyteorder("="): name
+    for name, dtype in NUMPY_BY_DATATYPE.items()
+    if dtype != np.dtype(object)
+}
+
+
 def datatype_of(array: np.ndarray) -> str:
     """The protocol name of an array's element type."""
     if array.dtype.kind in "OSU":
         return "BYTES"
-    for name, dtype in NUMPY_BY_DATATYPE.items():
-        if dtype != np.dtype(object) and array.dtype == dtype.newbyteorder("="):
-            return name
-    raise ValueError(f"no protocol datatype for numpy dtype {array.dtype}")
+    try:
+        return _DATATYPE_BY_NUMPY[array.dtype]
+    except KeyError:
+        raise ValueError(f"no protocol datatype for numpy dtype {array.dtype}") from None
