@@ -37,13 +37,14 @@ class InferenceResponse:
     model_name: str
     model_version: int
     outputs: dict[str, np.ndarray]
+    datatypes: dict[str, str]  # output name -> protocol datatype, from the signature
     id: str = ""
     labels: list[str] | None = field(default=None, repr=False)
 
 
 class DataPlane:
     def __init__(self, repository: ModelRepository, inference_threads: int = 4) -> None:
-        self.repository = repository
+        self._repository = repository
         self._executor = ThreadPoolExecutor(
             max_workers=inference_threads, thread_name_prefix="inference"
         )
@@ -60,13 +61,13 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return not self._closing and self.repository.all_loaded
+        return not self._closing and self._repository.all_loaded
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         if self._closing:
             return False
         try:
-            self.repository.get(name, version)
+            self._repository.get(name, version)
         except ServingError:
             return False
         return True
@@ -81,29 +82,40 @@ class DataPlane:
         return __version__
 
     def model(self, name: str, version: str | None = None) -> LoadedModel:
-        return self.repository.get(name, version)
+        return self._repository.get(name, version)
+
+    def names(self) -> list[str]:
+        """The names of the models that loaded."""
+        return self._repository.names()
+
+    def versions(self, name: str) -> list[int]:
+        """The loaded versions of a model, lowest first."""
+        return self._repository.versions(name)
+
+    def models(self) -> list[LoadedModel]:
+        return self._repository.models()
 
     def index(self) -> list[IndexEntry]:
-        return self.repository.index()
+        return self._repository.index()
 
     def statistics(
         self, name: str = "", version: str = ""
     ) -> list[tuple[LoadedModel, StatisticsSnapshot]]:
         if name:
             if version:
-                models = [self.repository.get(name, version)]
+                models = [self._repository.get(name, version)]
             else:
-                self.repository.get(name)  # NOT_FOUND for an unknown name
-                models = [self.repository.get(name, v) for v in self.repository.versions(name)]
+                self._repository.get(name)  # NOT_FOUND for an unknown name
+                models = [self._repository.get(name, v) for v in self.versions(name)]
         else:
-            models = self.repository.models()
+            models = self.models()
         return [(m, m.statistics.snapshot()) for m in models]
 
     # inference
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         if self._closing:
             raise unavailable("the server is shutting down")
-        model = self.repository.get(request.model_name, request.model_version)
+        model = self._repository.get(request.model_name, request.model_version)
         arrived = time.perf_counter_ns()
 
         def work() -> dict[str, np.ndarray]:
@@ -111,8 +123,9 @@ class DataPlane:
             return model.run(request.inputs, request.requested_outputs, queued_ns=queued)
 
         outputs = await asyncio.get_running_loop().run_in_executor(self._executor, work)
+        datatypes = {name: model.output_datatypes[name] for name in outputs}
         return InferenceResponse(
-            model.name, model.version, outputs, id=request.id, labels=model.labels
+            model.name, model.version, outputs, datatypes, id=request.id, labels=model.labels
         )
 
     def close(self) -> None:

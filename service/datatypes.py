@@ -1,5 +1,6 @@
 """Tensor element types by their Open Inference Protocol names (FP32, INT64, ...), the names
-model cards and both frontends use, and their numpy and ONNX equivalents."""
+model cards and both frontends use, and their numpy and ONNX equivalents. A datatype is
+read off the model's signature, never off an array."""
 
 from __future__ import annotations
 
@@ -39,20 +40,3 @@ DATATYPE_BY_ONNX: dict[str, str] = {
     "tensor(string)": "BYTES",
 }
 
-
-# native-order numpy dtype -> protocol name, for reading a datatype off an array
-_DATATYPE_BY_NUMPY: dict[np.dtype, str] = {
-    dtype.newbyteorder("="): name
-    for name, dtype in NUMPY_BY_DATATYPE.items()
-    if dtype != np.dtype(object)
-}
-
-
-def datatype_of(array: np.ndarray) -> str:
-    """The protocol name of an array's element type."""
-    if array.dtype.kind in "OSU":
-        return "BYTES"
-    try:
-        return _DATATYPE_BY_NUMPY[array.dtype]
-    except KeyError:
-        raise ValueError(f"no protocol datatype for numpy dtype {array.dtype}") from None

@@ -10,14 +10,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
-from service.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE, datatype_of
+from service import layout
+from service.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE
 from service.errors import ErrorKind, ServingError, invalid_argument
 from service.statistics import ModelStatistics
+
+if TYPE_CHECKING:  # onnxruntime is imported where a session is made, not to read this module
+    import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,10 @@ class TensorSpec:
     def describe(self) -> str:
         return f"{self.datatype} {list(self.shape)}"
 
+    @property
+    def dtype(self) -> np.dtype:
+        return NUMPY_BY_DATATYPE[self.datatype]
+
 
 def _spec(node: ort.NodeArg) -> TensorSpec:
     # Symbolic dimensions ("batch", "unk__12") and unknown ones become -1.
@@ -46,10 +53,12 @@ def _spec(node: ort.NodeArg) -> TensorSpec:
     return TensorSpec(node.name, datatype, shape)
 
 
-SessionFactory = Callable[[str, list[str]], ort.InferenceSession]
+SessionFactory = Callable[[str, list[str]], "ort.InferenceSession"]
 
 
 def _create_session(path: str, providers: list[str], intra_op_threads: int = 0):
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     if intra_op_threads > 0:
         options.intra_op_num_threads = intra_op_threads
@@ -70,7 +79,11 @@ def open_session(
     `get_available_providers()`, which lists what the build has, not what works. `cuda`
     insists on CUDA and fails loudly without it.
     """
-    available = list(available if available is not None else ort.get_available_providers())
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    available = list(available)
     create = create or _create_session
     if device == "cpu" or (device == "auto" and CUDA not in available):
         return create(str(path), [CPU])
@@ -114,6 +127,7 @@ class LoadedModel:
         self.max_batch_size = max_batch_size if self.batchable else 0
         self._inputs_by_name = {s.name: s for s in self.inputs}
         self._output_names = [s.name for s in self.outputs]
+        self.output_datatypes = {s.name: s.datatype for s in self.outputs}
         meta = session.get_modelmeta().custom_metadata_map
         labels = self.card.get("labels") or json.loads(meta.get("labels", "null") or "null")
         self.labels: list[str] | None = [str(x) for x in labels] if labels else None
@@ -122,8 +136,7 @@ class LoadedModel:
     def load(
         cls, name: str, version: int, path: Path, device: str, max_batch_size: int
     ) -> LoadedModel:
-        card_path = path.parent / "card.json"
-        card = json.loads(card_path.read_text()) if card_path.exists() else {}
+        card = layout.read_card(path.parent)
         session = open_session(path, device)
         return cls(name, version, path, session, card, max_batch_size)
 
@@ -131,49 +144,62 @@ class LoadedModel:
     def task(self) -> str:
         return str(self.card.get("task", ""))
 
+    def _who(self) -> str:
+        return f"model '{self.name}' version {self.version}"
+
+    def input_spec(self, name: str) -> TensorSpec:
+        """The signature of one input; a name the model does not have is the client's
+        mistake, answered with the names it does have."""
+        spec = self._inputs_by_name.get(name)
+        if spec is None:
+            raise invalid_argument(
+                f"{self._who()} has no input '{name}'; its inputs are: "
+                + ", ".join(s.name for s in self.inputs)
+            )
+        return spec
+
+    def check_datatype(self, spec: TensorSpec, declared: str) -> None:
+        """The datatype a client declared for an input, against the signature, before any
+        element is converted."""
+        if declared != spec.datatype:
+            raise invalid_argument(
+                f"input '{spec.name}': datatype {declared} given, "
+                f"{self._who()} expects {spec.datatype}"
+            )
+
     def validate(self, inputs: Mapping[str, np.ndarray]) -> int:
-        """Check the request against the signature; return its batch size (1 if unbatched)."""
-        who = f"model '{self.name}' version {self.version}"
-        expected_names = ", ".join(s.name for s in self.inputs)
+        """Check the request against the signature; return its batch size (1 if unbatched).
+
+        Frontends have already checked each input's name and declared datatype while
+        decoding; the element type is checked again here (a dtype comparison) for callers
+        that hand the core arrays directly."""
         for name in inputs:
-            if name not in self._inputs_by_name:
-                raise invalid_argument(
-                    f"{who} has no input '{name}'; its inputs are: {expected_names}"
-                )
+            self.input_spec(name)
         batch_sizes = set()
         for spec in self.inputs:
             if spec.name not in inputs:
                 raise invalid_argument(
-                    f"input '{spec.name}' is missing; {who} needs inputs: {expected_names}"
+                    f"input '{spec.name}' is missing; {self._who()} needs inputs: "
+                    + ", ".join(s.name for s in self.inputs)
                 )
             array = inputs[spec.name]
-            given = datatype_of(array)
-            if given != spec.datatype:
+            if array.dtype != spec.dtype:
                 raise invalid_argument(
-                    f"input '{spec.name}': datatype {given} given, {who} expects {spec.datatype}"
+                    f"input '{spec.name}': elements of numpy type {array.dtype} given, "
+                    f"{self._who()} expects {spec.datatype}"
                 )
-            shape = array.shape
-            if len(shape) != len(spec.shape):
-                raise invalid_argument(
-                    f"input '{spec.name}': shape {list(shape)} has rank {len(shape)}, "
-                    f"{who} expects rank {len(spec.shape)} {list(spec.shape)}"
-                )
-            for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
-                if want != -1 and got != want:
-                    raise invalid_argument(
-                        f"input '{spec.name}': shape {list(shape)} does not match "
-                        f"{list(spec.shape)}: axis {axis} must be {want}, got {got}"
-                    )
+            _check_shape(spec, array.shape, self._who())
             if self.batchable:
-                batch_sizes.add(shape[0])
+                batch_sizes.add(array.shape[0])
         if len(batch_sizes) > 1:
             raise invalid_argument(
-                f"inputs of {who} disagree on the batch size: {sorted(batch_sizes)}"
+                f"inputs of {self._who()} disagree on the batch size: {sorted(batch_sizes)}"
             )
         batch = batch_sizes.pop() if batch_sizes else 1
         if self.max_batch_size and batch > self.max_batch_size:
             raise invalid_argument(
-                f"batch size {batch} exceeds the maximum of {self.max_batch_size} for {who}"
+                f"batch size {batch} exceeds the maximum of {self.max_batch_size} "
+                f"for {self._who()}"
             )
         return batch
 
@@ -199,12 +225,7 @@ class LoadedModel:
         try:
             batch = self.validate(inputs)
             names = self.output_names(requested_outputs)
-            feeds = {
-                spec.name: np.ascontiguousarray(
-                    inputs[spec.name], dtype=NUMPY_BY_DATATYPE[spec.datatype].newbyteorder("=")
-                )
-                for spec in self.inputs
-            }
+            feeds = {spec.name: _feed(spec, inputs[spec.name]) for spec in self.inputs}
             ready = time.perf_counter_ns()
             try:
                 results = self.session.run(names, feeds)
@@ -222,9 +243,44 @@ class LoadedModel:
         return outputs
 
 
+def _check_shape(spec: TensorSpec, shape: tuple[int, ...], who: str) -> None:
+    if len(shape) != len(spec.shape):
+        raise invalid_argument(
+            f"input '{spec.name}': shape {list(shape)} has rank {len(shape)}, "
+            f"{who} expects rank {len(spec.shape)} {list(spec.shape)}"
+        )
+    for axis, (got, want) in enumerate(zip(shape, spec.shape, strict=True)):
+        if want != -1 and got != want:
+            raise invalid_argument(
+                f"input '{spec.name}': shape {list(shape)} does not match "
+                f"{list(spec.shape)}: axis {axis} must be {want}, got {got}"
+            )
+
+
+def _feed(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+    """The array as ONNX Runtime takes it: contiguous native-order numbers, or for BYTES
+    Python str elements (its string tensors hold UTF-8 text; bytes would be str()-ed)."""
+    if spec.datatype == "BYTES":
+        texts = np.empty(array.size, dtype=object)
+        for index, item in enumerate(array.reshape(-1)):
+            try:
+                texts[index] = item.decode("utf-8") if isinstance(item, bytes) else str(item)
+            except UnicodeDecodeError:
+                raise invalid_argument(
+                    f"input '{spec.name}': element {index} is not UTF-8 text, which an ONNX "
+                    "string tensor must hold"
+                ) from None
+        return texts.reshape(array.shape)
+    if not array.dtype.isnative:
+        array = array.astype(array.dtype.newbyteorder("="))
+    return np.ascontiguousarray(array)
+
+
 def _runtime_error(model: str, exc: Exception) -> ServingError:
     # ONNX Runtime rejects some inputs the signature check cannot see (symbolic dimensions
     # that must agree across inputs): still the client's request. Anything else is ours.
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
     if isinstance(exc, InvalidArgument):
         return ServingError(ErrorKind.INVALID_ARGUMENT, f"model '{model}': {exc}")
     return ServingError(ErrorKind.INTERNAL, f"model '{model}' failed to run: {exc}")

@@ -11,6 +11,7 @@ Element decoding is `service.codecs`, shared with gRPC, so a mistake reads the s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,8 +19,8 @@ import numpy as np
 
 from service import codecs
 from service.dataplane import InferenceRequest, InferenceResponse
-from service.datatypes import datatype_of
 from service.errors import invalid_argument
+from service.labels import labelled_output
 from service.runtime import PLATFORM, LoadedModel, TensorSpec
 
 # requests
@@ -29,8 +30,9 @@ def _is_tensor_list(value: object) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(t, dict) for t in value)
 
 
-def decode_tensor(tensor: object) -> tuple[str, np.ndarray]:
-    """One KServe v2 tensor object `{"name", "datatype", "shape", "data"}` to (name, array)."""
+def decode_tensor(model: LoadedModel, tensor: object) -> tuple[str, np.ndarray]:
+    """One KServe v2 tensor object `{"name", "datatype", "shape", "data"}` to (name, array),
+    its name and declared datatype checked against the model's signature first."""
     if not isinstance(tensor, Mapping):
         raise invalid_argument(
             'each input must be an object {"name", "datatype", "shape", "data"}, '
@@ -49,46 +51,33 @@ def decode_tensor(tensor: object) -> tuple[str, np.ndarray]:
         isinstance(d, int) and not isinstance(d, bool) for d in shape
     ):
         raise invalid_argument(f"input '{name}': \"shape\" must be a list of integers")
+    spec = model.input_spec(name)
+    model.check_datatype(spec, datatype)
     if not isinstance(data, list):
         data = [data]
-    return name, codecs.decode_list(name, datatype, shape, data)
-
-
-def decode_nested(name: str, spec: TensorSpec | None, values: object) -> np.ndarray:
-    """A nested list to an array; its shape is the nesting, its datatype the signature's."""
-    if spec is None:
-        # Not an input of the model: the core's signature check names it and lists the
-        # real ones, so its elements need no reading.
-        return np.empty(0, dtype=np.float32)
-    dtype = codecs.numpy_dtype(name, spec.datatype)
-    try:
-        array = np.asarray(values, dtype=dtype)
-    except (ValueError, TypeError) as exc:
-        raise invalid_argument(
-            f"input '{name}': elements cannot be read as {spec.datatype}: {exc}"
-        ) from None
-    return array
+    return name, codecs.decode_list(name, spec.datatype, shape, data)
 
 
 def decode_inputs(model: LoadedModel, inputs: object) -> dict[str, np.ndarray]:
-    """The predict API's `inputs` to the arrays the core validates against the signature."""
-    specs = {s.name: s for s in model.inputs}
+    """The predict API's `inputs` to the arrays the core validates against the signature:
+    names from the signature, shapes from the nesting, datatypes from the signature."""
     if _is_tensor_list(inputs):
-        return _unique(decode_tensor(t) for t in inputs)
+        return _unique(decode_tensor(model, t) for t in inputs)
     if isinstance(inputs, Mapping):
-        return {
-            str(name): decode_nested(str(name), specs.get(str(name)), values)
-            for name, values in inputs.items()
-        }
+        arrays = {}
+        for name, values in inputs.items():
+            spec = model.input_spec(str(name))
+            arrays[spec.name] = codecs.decode_nested(spec.name, spec.datatype, values)
+        return arrays
     if isinstance(inputs, list):
         if len(model.inputs) != 1:
-            names = ", ".join(specs)
+            names = ", ".join(s.name for s in model.inputs)
             raise invalid_argument(
                 f"model '{model.name}' has {len(model.inputs)} inputs ({names}); "
                 'send "inputs" as {"<input name>": nested list, ...}'
             )
         spec = model.inputs[0]
-        return {spec.name: decode_nested(spec.name, spec, inputs)}
+        return {spec.name: codecs.decode_nested(spec.name, spec.datatype, inputs)}
     raise invalid_argument(
         '"inputs" must be {"<input name>": nested list}, a nested list (one-input models) '
         "or a list of KServe v2 tensors"
@@ -104,8 +93,8 @@ def _unique(pairs) -> dict[str, np.ndarray]:
     return arrays
 
 
-def v2_inference_request(name: str, version: str | None, body: object) -> InferenceRequest:
-    """A KServe v2 REST infer body to the core's request."""
+def v2_inference_request(model: LoadedModel, version: str | None, body: object) -> InferenceRequest:
+    """A KServe v2 REST infer body for the model it names (already looked up)."""
     if not isinstance(body, Mapping):
         raise invalid_argument('the request body must be a JSON object with "inputs"')
     tensors = body.get("inputs")
@@ -118,9 +107,9 @@ def v2_inference_request(name: str, version: str | None, body: object) -> Infere
         raise invalid_argument('"outputs" must be a list of {"name": "<output name>"}')
     request_id = body.get("id", "")
     return InferenceRequest(
-        model_name=name,
+        model_name=model.name,
         model_version=version or None,
-        inputs=_unique(decode_tensor(t) for t in tensors),
+        inputs=_unique(decode_tensor(model, t) for t in tensors),
         requested_outputs=[o["name"] for o in outputs] or None,
         id=str(request_id) if request_id is not None else "",
     )
@@ -129,53 +118,31 @@ def v2_inference_request(name: str, version: str | None, body: object) -> Infere
 # responses
 
 
-def _elements(array: np.ndarray) -> np.ndarray:
-    if array.dtype.kind in "OS":  # BYTES: JSON holds text, not bytes
-        return np.vectorize(
-            lambda x: x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x),
-            otypes=[object],
-        )(array)
-    return array
-
-
-def encode_tensor(name: str, array: np.ndarray, nested: bool) -> dict[str, Any]:
-    data = _elements(array)
+def encode_tensor(name: str, array: np.ndarray, datatype: str, nested: bool) -> dict[str, Any]:
     return {
         "name": name,
-        "datatype": datatype_of(array),
+        "datatype": datatype,
         "shape": list(array.shape),
-        "data": data.tolist() if nested else data.reshape(-1).tolist(),
+        "data": codecs.encode_json(array, nested),
     }
 
 
-def predictions(labels: Sequence[str], outputs: Mapping[str, np.ndarray]) -> list[dict] | None:
-    """Per row, the most likely label and every label's probability, read from the output
-    that has one value per label (`probabilities` when there is one)."""
-    ordered = sorted(outputs.items(), key=lambda item: item[0] != "probabilities")
-    for _, array in ordered:
-        if array.ndim in (1, 2) and array.shape[-1] == len(labels):
-            rows = array.reshape(-1, len(labels)).astype(float)
-            return [
-                {
-                    "label": labels[int(np.argmax(row))],
-                    "probability": float(np.max(row)),
-                    "probabilities": dict(zip(labels, row.tolist(), strict=True)),
-                }
-                for row in rows
-            ]
-    return None
+def _encode_outputs(response: InferenceResponse, nested: bool) -> list[dict[str, Any]]:
+    return [
+        encode_tensor(name, array, response.datatypes[name], nested)
+        for name, array in response.outputs.items()
+    ]
 
 
 def predict_response(response: InferenceResponse) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model_name": response.model_name,
         "model_version": str(response.model_version),
-        "outputs": [encode_tensor(n, a, nested=True) for n, a in response.outputs.items()],
+        "outputs": _encode_outputs(response, nested=True),
     }
-    if response.labels:
-        found = predictions(response.labels, response.outputs)
-        if found is not None:
-            body["predictions"] = found
+    found = labelled_output(response.labels, response.outputs) if response.labels else None
+    if found is not None:
+        body["predictions"] = [dataclasses.asdict(row) for row in found[1]]
     return body
 
 
@@ -183,7 +150,7 @@ def v2_infer_response(response: InferenceResponse) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model_name": response.model_name,
         "model_version": str(response.model_version),
-        "outputs": [encode_tensor(n, a, nested=False) for n, a in response.outputs.items()],
+        "outputs": _encode_outputs(response, nested=False),
     }
     if response.id:
         body["id"] = response.id

@@ -8,32 +8,17 @@ import numpy as np
 
 from service import codecs
 from service.dataplane import InferenceRequest, InferenceResponse
-from service.datatypes import datatype_of
 from service.errors import invalid_argument
+from service.grpc_frontend import tensors
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import model_config_pb2 as config_pb
 from service.repository import IndexEntry
 from service.runtime import CUDA, PLATFORM, LoadedModel, TensorSpec
 from service.statistics import Duration, StatisticsSnapshot
 
-# Which typed list of InferTensorContents carries each datatype.
-CONTENTS_FIELD = {
-    "BOOL": "bool_contents",
-    "INT8": "int_contents",
-    "INT16": "int_contents",
-    "INT32": "int_contents",
-    "INT64": "int64_contents",
-    "UINT8": "uint_contents",
-    "UINT16": "uint_contents",
-    "UINT32": "uint_contents",
-    "UINT64": "uint64_contents",
-    "FP32": "fp32_contents",
-    "FP64": "fp64_contents",
-    "BYTES": "bytes_contents",
-}
 
-
-def inference_request(message: pb.ModelInferRequest) -> InferenceRequest:
+def inference_request(message: pb.ModelInferRequest, model: LoadedModel) -> InferenceRequest:
+    """A ModelInfer request for the model it names (already looked up)."""
     inputs: dict[str, np.ndarray] = {}
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
@@ -44,17 +29,7 @@ def inference_request(message: pb.ModelInferRequest) -> InferenceRequest:
     for position, tensor in enumerate(message.inputs):
         if tensor.name in inputs:
             raise invalid_argument(f"input '{tensor.name}' appears more than once")
-        if raw:
-            if tensor.HasField("contents"):
-                raise invalid_argument(
-                    f"input '{tensor.name}': send contents or raw_input_contents, not both"
-                )
-            array = codecs.decode_raw(tensor.name, tensor.datatype, tensor.shape, raw[position])
-        else:
-            array = codecs.decode_list(
-                tensor.name, tensor.datatype, tensor.shape, _typed_contents(tensor)
-            )
-        inputs[tensor.name] = array
+        inputs[tensor.name] = tensors.decode_input(model, tensor, raw[position] if raw else None)
     return InferenceRequest(
         model_name=message.model_name,
         model_version=message.model_version or None,
@@ -64,21 +39,6 @@ def inference_request(message: pb.ModelInferRequest) -> InferenceRequest:
     )
 
 
-def _typed_contents(tensor: pb.ModelInferRequest.InferInputTensor):
-    codecs.numpy_dtype(tensor.name, tensor.datatype)  # unknown datatype: a clear error first
-    field = CONTENTS_FIELD.get(tensor.datatype)
-    if field is None:
-        raise invalid_argument(
-            f"input '{tensor.name}': {tensor.datatype} has no typed contents list; "
-            "send it in raw_input_contents"
-        )
-    if not tensor.HasField("contents"):
-        raise invalid_argument(
-            f"input '{tensor.name}' has no data: fill contents.{field} or raw_input_contents"
-        )
-    return list(getattr(tensor.contents, field))
-
-
 def infer_response(response: InferenceResponse) -> pb.ModelInferResponse:
     message = pb.ModelInferResponse(
         model_name=response.model_name,
@@ -86,7 +46,7 @@ def infer_response(response: InferenceResponse) -> pb.ModelInferResponse:
         id=response.id,
     )
     for name, array in response.outputs.items():
-        message.outputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
+        message.outputs.add(name=name, datatype=response.datatypes[name], shape=array.shape)
         message.raw_output_contents.append(codecs.encode_raw(array))
     return message
 
