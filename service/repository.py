@@ -1,54 +1,18 @@
-"""The model repository: Triton's layout, `<root>/<name>/<version>/model.onnx` plus card.json.
-
-Scanning is plain file reading (the `zooserve models` table needs no ONNX Runtime); loading
-opens one ONNX Runtime session per (name, version). A client that names no version gets the
+"""The loaded models of a repository folder (its layout on disk is `service.layout`):
+one ONNX Runtime session per (name, version). A client that names no version gets the
 highest one."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import not_found
+from service.layout import parse_version, scan_repository
 from service.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
-
-MODEL_FILE = "model.onnx"
-CARD_FILE = "card.json"
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """A model version found on disk, not yet loaded."""
-
-    name: str
-    version: int
-    path: Path  # the model.onnx file
-
-    def read_card(self) -> dict:
-        card = self.path.parent / CARD_FILE
-        return json.loads(card.read_text()) if card.exists() else {}
-
-
-def scan_repository(root: Path) -> list[ModelEntry]:
-    """Every `<name>/<version>/model.onnx` under root, sorted by name then version."""
-    if not root.is_dir():
-        raise FileNotFoundError(f"models folder '{root}' does not exist or is not a folder")
-    entries = []
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for version_dir in sorted(p for p in model_dir.iterdir() if p.is_dir()):
-            if not version_dir.name.isdigit() or int(version_dir.name) < 1:
-                log.warning("skipping %s: version folders are positive integers", version_dir)
-                continue
-            model_file = version_dir / MODEL_FILE
-            if not model_file.is_file():
-                log.warning("skipping %s: no %s in it", version_dir, MODEL_FILE)
-                continue
-            entries.append(ModelEntry(model_dir.name, int(version_dir.name), model_file))
-    return sorted(entries, key=lambda e: (e.name, e.version))
 
 
 @dataclass(frozen=True)
@@ -118,12 +82,14 @@ class ModelRepository:
         if version in (None, ""):
             return versions[max(versions)]
         text = str(version)
-        if not text.isdigit() or int(text) not in versions:
+        number = parse_version(text)
+        if number not in versions:
+            shown = text if len(text) <= 40 else text[:40] + "..."
             raise not_found(
-                f"model '{name}' has no version '{text}'; versions served: "
+                f"model '{name}' has no version '{shown}'; versions served: "
                 + ", ".join(str(v) for v in sorted(versions))
             )
-        return versions[int(text)]
+        return versions[number]
 
     def index(self) -> list[IndexEntry]:
         rows = [IndexEntry(m.name, m.version, "READY", "") for m in self.models()]

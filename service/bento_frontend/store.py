@@ -9,7 +9,6 @@ loads a repository folder: one loader, one set of rules."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import NotFound
 
-from service.repository import CARD_FILE, MODEL_FILE, scan_repository
+from service.layout import CARD_FILE, MODEL_FILE, scan_repository, sha256_of_file
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +35,6 @@ class ImportResult:
     detail: str = ""
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _stored(tag: str) -> Any | None:
     try:
         return bentoml.models.get(tag)
@@ -56,7 +47,7 @@ def import_repository(root: Path, force: bool = False) -> list[ImportResult]:
     results = []
     for entry in scan_repository(root):
         tag = f"{entry.name}:{entry.version}"
-        sha = _sha256(entry.path)
+        sha = sha256_of_file(entry.path)
         existing = _stored(tag)
         if existing is not None:
             if existing.info.metadata.get("sha256") == sha and not force:
@@ -83,7 +74,7 @@ def import_repository(root: Path, force: bool = False) -> list[ImportResult]:
         try:
             with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
                 shutil.copy2(entry.path, Path(model.path) / MODEL_FILE)
-                card_path = entry.path.parent / CARD_FILE
+                card_path = entry.folder / CARD_FILE
                 if card_path.exists():
                     shutil.copy2(card_path, Path(model.path) / CARD_FILE)
         except ValueError as exc:  # e.g. a name BentoML's tags do not allow

@@ -1,0 +1,99 @@
+"""The model repository's contract on disk, in one leaf module that training (which writes
+repositories) and the service (which reads them) both import: Triton's layout
+`<root>/<name>/<version>/model.onnx` with a `card.json` beside the model.
+
+Plain file reading only: no ONNX Runtime, no numpy, so listing a repository needs nothing
+but the base install."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.onnx"
+CARD_FILE = "card.json"
+
+# Triton's rule: a version folder is a positive number written without a leading zero
+# (`007` is ignored), and it must fit the protocol's int64 (at most 18 digits keeps it clear).
+_VERSION_FOLDER = re.compile(r"[1-9][0-9]{0,17}")
+
+
+def parse_version(text: str) -> int | None:
+    """The version a folder name (or a request's version string) stands for; None if none."""
+    return int(text) if _VERSION_FOLDER.fullmatch(text) else None
+
+
+def version_folders(model_dir: Path) -> dict[int, Path]:
+    """A model folder's version folders by number; other folders are skipped with a warning
+    (hidden ones, such as the training pipeline's staging folders, silently)."""
+    found: dict[int, Path] = {}
+    if not model_dir.is_dir():
+        return found
+    for folder in sorted(p for p in model_dir.iterdir() if p.is_dir()):
+        version = parse_version(folder.name)
+        if version is None:
+            if not folder.name.startswith("."):
+                log.warning(
+                    "skipping %s: version folders are positive integers without leading zeros",
+                    folder,
+                )
+            continue
+        found[version] = folder
+    return found
+
+
+def read_card(version_dir: Path) -> dict:
+    """The version's card, or {} when it has none."""
+    path = version_dir / CARD_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_card(version_dir: Path, card: dict) -> Path:
+    path = version_dir / CARD_FILE
+    path.write_text(json.dumps(card, indent=2) + "\n")
+    return path
+
+
+def sha256_of_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model version found on disk, not yet loaded."""
+
+    name: str
+    version: int
+    path: Path  # the model file
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def read_card(self) -> dict:
+        return read_card(self.folder)
+
+
+def scan_repository(root: Path) -> list[ModelEntry]:
+    """Every `<name>/<version>/model.onnx` under root, sorted by name then version."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"models folder '{root}' does not exist or is not a folder")
+    entries = []
+    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for version, folder in sorted(version_folders(model_dir).items()):
+            model_file = folder / MODEL_FILE
+            if not model_file.is_file():
+                log.warning("skipping %s: no %s in it", folder, MODEL_FILE)
+                continue
+            entries.append(ModelEntry(model_dir.name, version, model_file))
+    return entries
