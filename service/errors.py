@@ -1,10 +1,18 @@
 """The errors the core raises. Each carries a kind; every frontend maps kinds to its own
-status codes in one table (gRPC: service/grpc_frontend/status.py), so a client's mistake
-always reaches the client as the same kind of answer, whatever the protocol."""
+status codes in one table (gRPC: service/grpc_frontend/status.py, HTTP:
+service/bento_frontend/status.py), so a client's mistake always reaches the client as the
+same kind of answer, whatever the protocol. `as_serving_error` is the one place any other
+exception becomes an answer."""
 
 from __future__ import annotations
 
 import enum
+import logging
+
+log = logging.getLogger(__name__)
+
+# What a client is told about our own bug; the details go to the server log only.
+INTERNAL_MESSAGE = "internal error; the server log has it"
 
 
 class ErrorKind(enum.Enum):
@@ -34,3 +42,13 @@ def invalid_argument(message: str) -> ServingError:
 
 def unavailable(message: str) -> ServingError:
     return ServingError(ErrorKind.UNAVAILABLE, message)
+
+
+def as_serving_error(exc: BaseException, where: str) -> ServingError:
+    """The error a client is told about, logged once: a ServingError as it is; anything
+    else is our bug, logged with its traceback and answered INTERNAL without details."""
+    if isinstance(exc, ServingError):
+        log.info("%s: %s: %s", where, exc.kind.name, exc.message)
+        return exc
+    log.error("%s failed", where, exc_info=exc)
+    return ServingError(ErrorKind.INTERNAL, INTERNAL_MESSAGE)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -16,11 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.bento_frontend import tensors
-from service.bento_frontend.status import HTTP_STATUS_BY_KIND
+from service.bento_frontend.status import error_response
 from service.dataplane import DataPlane
-from service.errors import ServingError, invalid_argument
-
-log = logging.getLogger(__name__)
+from service.errors import invalid_argument, unavailable
 
 # The Triton extensions the gRPC frontend implements; over HTTP only the core verbs exist.
 EXTENSIONS: list[str] = []
@@ -34,10 +31,6 @@ class Frontend(Protocol):
     def ready(self) -> bool: ...
 
 
-def error_response(error: ServingError) -> JSONResponse:
-    return JSONResponse({"error": error.message}, status_code=HTTP_STATUS_BY_KIND[error.kind])
-
-
 Handler = Callable[[Request, Frontend], Awaitable[Response]]
 
 
@@ -48,19 +41,13 @@ def build_v2_app(current: Callable[[], Frontend | None]) -> Starlette:
         def register(handler: Handler) -> Handler:
             @functools.wraps(handler)
             async def endpoint(request: Request) -> Response:
-                frontend = current()
-                if frontend is None:
-                    return JSONResponse({"error": "the server is starting"}, status_code=503)
                 try:
+                    frontend = current()
+                    if frontend is None:
+                        raise unavailable("the server is starting")
                     return await handler(request, frontend)
-                except ServingError as exc:
-                    log.info("%s %s: %s: %s", request.method, path, exc.kind.name, exc.message)
-                    return error_response(exc)
-                except Exception:
-                    log.exception("%s %s failed", request.method, path)
-                    return JSONResponse(
-                        {"error": "internal error; the server log has it"}, status_code=500
-                    )
+                except Exception as exc:
+                    return error_response(exc, f"{request.method} {path}")
 
             routes.append(Route(path, endpoint, methods=methods))
             return handler
@@ -95,7 +82,7 @@ def build_v2_app(current: Callable[[], Frontend | None]) -> Starlette:
     async def model_metadata(request: Request, frontend: Frontend) -> Response:
         name, version = _model_path(request)
         model = frontend.dataplane.model(name, version)
-        versions = frontend.dataplane.repository.versions(model.name)
+        versions = frontend.dataplane.versions(model.name)
         return JSONResponse(tensors.v2_model_metadata(model, versions))
 
     @route("/v2/models/{name}/ready", ["GET"])
@@ -115,9 +102,11 @@ def build_v2_app(current: Callable[[], Frontend | None]) -> Starlette:
                 "the binary tensor data extension is not supported over HTTP; send JSON "
                 "tensors, or use gRPC for raw tensors"
             )
-        frontend.dataplane.model(name, version)  # NOT_FOUND first, as over gRPC
+        model = frontend.dataplane.model(name, version)  # NOT_FOUND first, as over gRPC
         body = await _json_body(request)
-        response = await frontend.dataplane.infer(tensors.v2_inference_request(name, version, body))
+        response = await frontend.dataplane.infer(
+            tensors.v2_inference_request(model, version, body)
+        )
         return JSONResponse(tensors.v2_infer_response(response))
 
     return Starlette(routes=routes)

@@ -1,9 +1,11 @@
-"""The one table from the core's error kinds to HTTP status codes (gRPC's is
+"""The one translation from exceptions to HTTP answers (gRPC's is
 service/grpc_frontend/status.py). A client's mistake is 4xx, never 500."""
 
 from __future__ import annotations
 
-from service.errors import ErrorKind
+from starlette.responses import JSONResponse
+
+from service.errors import ErrorKind, as_serving_error
 
 HTTP_STATUS_BY_KIND: dict[ErrorKind, int] = {
     ErrorKind.INVALID_ARGUMENT: 400,
@@ -11,3 +13,9 @@ HTTP_STATUS_BY_KIND: dict[ErrorKind, int] = {
     ErrorKind.UNAVAILABLE: 503,
     ErrorKind.INTERNAL: 500,
 }
+
+
+def error_response(exc: BaseException, where: str) -> JSONResponse:
+    """The JSON error body `{"error": message}` with the status code for this exception."""
+    error = as_serving_error(exc, where)
+    return JSONResponse({"error": error.message}, status_code=HTTP_STATUS_BY_KIND[error.kind])

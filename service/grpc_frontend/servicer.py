@@ -4,39 +4,29 @@ back."""
 from __future__ import annotations
 
 import functools
-import logging
 
 import grpc
 
 from service.dataplane import DataPlane
-from service.errors import ServingError
 from service.grpc_frontend import messages
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
-from service.grpc_frontend.status import STATUS_BY_KIND
-
-log = logging.getLogger(__name__)
+from service.grpc_frontend.status import grpc_status
 
 # Triton protocol extensions that zooserve implements in full.
 EXTENSIONS = ["model_configuration", "statistics"]
 
 
 def _answers_errors(method):
-    """Turn core errors into their gRPC status; anything else is our bug: INTERNAL, logged."""
+    """Every exception becomes its gRPC status through the one translation in `status`."""
 
     @functools.wraps(method)
     async def wrapper(self, request, context: grpc.aio.ServicerContext):
         try:
             return await method(self, request, context)
-        except ServingError as exc:
-            log.info("%s: %s: %s", method.__name__, exc.kind.name, exc.message)
-            error = exc
-        except Exception:
-            log.exception("%s failed", method.__name__)
-            error = None
-        if error is None:
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has it")
-        await context.abort(STATUS_BY_KIND[error.kind], error.message)
+        except Exception as exc:
+            code, message = grpc_status(exc, method.__name__)
+        await context.abort(code, message)
 
     return wrapper
 
@@ -70,12 +60,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @_answers_errors
     async def ModelMetadata(self, request, context):
         model = self.dataplane.model(request.name, request.version or None)
-        versions = self.dataplane.repository.versions(model.name)
-        return messages.model_metadata(model, versions)
+        return messages.model_metadata(model, self.dataplane.versions(model.name))
 
     @_answers_errors
     async def ModelInfer(self, request, context):
-        response = await self.dataplane.infer(messages.inference_request(request))
+        model = self.dataplane.model(request.model_name, request.model_version or None)
+        response = await self.dataplane.infer(messages.inference_request(request, model))
         return messages.infer_response(response)
 
     @_answers_errors

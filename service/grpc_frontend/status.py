@@ -1,8 +1,10 @@
-"""The one table from the core's error kinds to gRPC status codes."""
+"""The one translation from exceptions to gRPC status codes."""
+
+from __future__ import annotations
 
 import grpc
 
-from service.errors import ErrorKind
+from service.errors import ErrorKind, as_serving_error
 
 STATUS_BY_KIND: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
@@ -10,3 +12,9 @@ STATUS_BY_KIND: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
 }
+
+
+def grpc_status(exc: BaseException, where: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a gRPC client gets for this exception."""
+    error = as_serving_error(exc, where)
+    return STATUS_BY_KIND[error.kind], error.message
