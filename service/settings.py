@@ -22,6 +22,7 @@ class Settings:
     host: str = "127.0.0.1"
     grpc_port: int = 8001
     http_port: int = 3000
+    metrics_port: int = 8002  # Prometheus metrics of `zooserve serve`, as Triton's
     device: str = "auto"
     max_batch_size: int = 1024
     log_level: str = "INFO"
@@ -53,7 +54,7 @@ def _convert(name: str, raw: object, source: str) -> object:
     text = str(raw).strip()
     if name == "models":
         return Path(text)
-    if name in {"grpc_port", "http_port"}:
+    if name in {"grpc_port", "http_port", "metrics_port"}:
         port = _integer(text, source)
         if not 0 <= port <= 65535:
             raise SettingsError(f"{source}: port must be between 0 and 65535, got {text}")

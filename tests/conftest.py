@@ -62,7 +62,8 @@ def run_server(
     port = free_port()
     log_path = tmp / f"server-{port}.log"
     command = [sys.executable, "-m", "zooserve", "serve", "--models", str(models),
-               "--host", "127.0.0.1", "--grpc-port", str(port), *args]
+               "--host", "127.0.0.1", "--grpc-port", str(port),
+               "--metrics-port", str(free_port()), *args]
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,

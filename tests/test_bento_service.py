@@ -346,7 +346,7 @@ def test_grpc_frontend_answers_from_the_same_process(triton):
 
 def _penguin_successes(metrics: str) -> float:
     found = re.search(
-        r'^zooserve_model_requests_total\{model="penguins",version="1",outcome="success"\} (\S+)$',
+        r'^nv_inference_request_success\{model="penguins",version="1"\} (\S+)$',
         metrics, re.MULTILINE,
     )
     assert found, metrics[-2000:]

@@ -28,11 +28,17 @@ def test_environment_overrides_defaults_and_flags_override_environment():
     assert settings.models == Path("/zoo")
 
 
+def test_metrics_port_defaults_to_tritons_and_reads_the_environment():
+    assert Settings.from_sources({}, {}).metrics_port == 8002
+    assert Settings.from_sources({}, {"ZOOSERVE_METRICS_PORT": "9102"}).metrics_port == 9102
+
+
 @pytest.mark.parametrize("flags,env,fragment", [
     ({"grpc_port": "http"}, {}, "--grpc-port: expected an integer, got 'http'"),
     ({}, {"ZOOSERVE_GRPC_PORT": "70000"}, "ZOOSERVE_GRPC_PORT: port must be between"),
     ({"device": "tpu"}, {}, "--device: must be one of auto, cpu, cuda, got 'tpu'"),
     ({}, {"ZOOSERVE_MAX_BATCH_SIZE": "0"}, "ZOOSERVE_MAX_BATCH_SIZE: must be at least 1"),
+    ({}, {"ZOOSERVE_METRICS_PORT": "-1"}, "ZOOSERVE_METRICS_PORT: port must be between"),
 ])
 def test_a_bad_setting_names_its_source(flags, env, fragment):
     with pytest.raises(SettingsError) as caught:

@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
             "models": args.models,
             "host": args.host,
             "grpc_port": args.grpc_port,
+            "metrics_port": args.metrics_port,
             "device": args.device,
             "log_level": args.log_level,
             "max_batch_size": args.max_batch_size,
@@ -38,12 +39,15 @@ def _serve(args: argparse.Namespace) -> int:
         raise SystemExit(f"zooserve serve: error: models folder '{settings.models}' does not exist")
     from service.grpc_frontend.server import serve
 
-    serve(settings)
+    try:
+        serve(settings)
+    except OSError as exc:  # a port in use or not allowed
+        raise SystemExit(f"zooserve serve: error: {exc}") from None
     return 0
 
 
 def _models(args: argparse.Namespace) -> int:
-    from service.repository import scan_repository
+    from service.layout import scan_repository
     from service.settings import Settings
 
     root = Settings.from_sources({"models": args.models}).models
@@ -88,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--models", help="model repository folder [ZOOSERVE_MODELS, models]")
     serve.add_argument("--host", help="address to listen on [ZOOSERVE_HOST, 127.0.0.1]")
     serve.add_argument("--grpc-port", help="gRPC port [ZOOSERVE_GRPC_PORT, 8001]")
+    serve.add_argument(
+        "--metrics-port", help="Prometheus metrics port, HTTP [ZOOSERVE_METRICS_PORT, 8002]"
+    )
     serve.add_argument("--device", help="auto, cpu or cuda [ZOOSERVE_DEVICE, auto]")
     serve.add_argument("--max-batch-size", help="largest batch accepted [1024]")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR [INFO]")

@@ -38,10 +38,11 @@ import bentoml
 from bentoml.models import BentoModel
 from pydantic import Field
 
+from service import metrics
 from service.bento_frontend import store, tensors
-from service.bento_frontend.rest import build_v2_app, error_response
+from service.bento_frontend.rest import build_v2_app
+from service.bento_frontend.status import error_response
 from service.dataplane import DataPlane, InferenceRequest
-from service.errors import ServingError
 from service.grpc_frontend.server import GrpcFrontend, start_grpc_server
 from service.settings import Settings, SettingsError
 
@@ -119,7 +120,7 @@ class ZooServe:
 
     def __metrics__(self, content: str) -> str:
         """BentoML's /metrics plus the core's per-model counters (HTTP and gRPC together)."""
-        return content + prometheus_counters(self.dataplane)
+        return content + metrics.exposition(self.dataplane)
 
     @bentoml.api(route="/models")
     async def models(self) -> dict[str, Any]:
@@ -128,7 +129,7 @@ class ZooServe:
         for row in self.dataplane.index():
             if row.state == "READY":
                 model = self.dataplane.model(row.name, str(row.version))
-                versions = self.dataplane.repository.versions(row.name)
+                versions = self.dataplane.versions(row.name)
                 rows.append({**tensors.describe_model(model, versions), "state": row.state})
             else:
                 rows.append(
@@ -168,9 +169,8 @@ class ZooServe:
                 requested_outputs=outputs or None,
             )
             response = await self.dataplane.infer(request)
-        except ServingError as exc:
-            log.info("predict %s: %s: %s", model, exc.kind.name, exc.message)
-            return error_response(exc)  # type: ignore[return-value]  # BentoML sends it as is
+        except Exception as exc:
+            return error_response(exc, f"predict {model}")  # type: ignore[return-value]
         return tensors.predict_response(response)
 
 
@@ -178,37 +178,3 @@ class ZooServe:
 # `bentoml build` packs them into the Bento and a Bento finds them again.
 ZooServe.models.extend(BentoModel(tag) for tag in _zoo_in_store())
 
-
-def prometheus_counters(dataplane: DataPlane) -> str:
-    lines = [
-        "# HELP zooserve_model_requests_total Requests a model answered, HTTP and gRPC.",
-        "# TYPE zooserve_model_requests_total counter",
-    ]
-    rows = dataplane.statistics()
-    for model, stats in rows:
-        labels = f'model="{model.name}",version="{model.version}"'
-        lines.append(
-            f'zooserve_model_requests_total{{{labels},outcome="success"}} {stats.success.count}'
-        )
-        lines.append(
-            f'zooserve_model_requests_total{{{labels},outcome="failure"}} {stats.fail.count}'
-        )
-    lines += [
-        "# HELP zooserve_model_inferences_total Inferences (batch rows) a model ran.",
-        "# TYPE zooserve_model_inferences_total counter",
-    ]
-    for model, stats in rows:
-        lines.append(
-            f'zooserve_model_inferences_total{{model="{model.name}",version="{model.version}"}} '
-            f"{stats.inference_count}"
-        )
-    lines += [
-        "# HELP zooserve_model_request_seconds_total Time spent on successful requests.",
-        "# TYPE zooserve_model_request_seconds_total counter",
-    ]
-    for model, stats in rows:
-        lines.append(
-            f'zooserve_model_request_seconds_total{{model="{model.name}",'
-            f'version="{model.version}"}} {stats.success.ns / 1e9:.6f}'
-        )
-    return "\n".join(lines) + "\n"

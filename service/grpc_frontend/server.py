@@ -14,6 +14,7 @@ from service.dataplane import DataPlane
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
 from service.grpc_frontend.servicer import InferenceServicer
+from service.metrics import start_metrics_server
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ async def start_grpc_server(dataplane: DataPlane, host: str, port: int) -> GrpcF
     overall = serving if dataplane.ready() else not_serving
     await health_servicer.set("", overall)
     await health_servicer.set(INFERENCE_SERVICE, overall)
-    for name in dataplane.repository.names():
+    for name in dataplane.names():
         await health_servicer.set(name, serving)
 
     reflection.enable_server_reflection(
@@ -74,15 +75,17 @@ async def start_grpc_server(dataplane: DataPlane, host: str, port: int) -> GrpcF
 async def _serve(settings: Settings) -> None:
     dataplane = DataPlane.from_settings(settings)
     frontend = await start_grpc_server(dataplane, settings.host, settings.grpc_port)
+    metrics = start_metrics_server(dataplane, settings.host, settings.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("ready: %d model versions", len(dataplane.repository.models()))
+    log.info("ready: %d model versions", len(dataplane.models()))
     await stop.wait()
     log.info("shutting down: finishing requests in flight (up to %.0f s)", SHUTDOWN_GRACE_S)
     await frontend.stop()
     dataplane.close()
+    metrics.shutdown()
 
 
 def serve(settings: Settings) -> None:
