@@ -14,7 +14,9 @@ PERF_ANALYZER="${PERF_ANALYZER:-$ROOT/../shared/tools/perf_analyzer}"
 PORT="${PORT:-18101}"
 LOG="$(mktemp)"
 
-"$ROOT/.venv/bin/zooserve" serve --models "$ROOT/models" --grpc-port "$PORT" --log-level WARNING >"$LOG" 2>&1 &
+# --metrics-port 0: any free port, so a server already on 8002 does not stop the benchmark
+"$ROOT/.venv/bin/zooserve" serve --models "$ROOT/models" --grpc-port "$PORT" --metrics-port 0 \
+  --log-level WARNING >"$LOG" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -f "$LOG"' EXIT
 for _ in $(seq 100); do
