@@ -15,8 +15,11 @@ import pytest
 pytest.importorskip("pandas", reason="loaders need the `train` extra")
 pytest.importorskip("sklearn", reason="loaders need the `train` extra")
 
-from training import datasets  # noqa: E402
-from training.datasets import DataFileMissing, Dataset  # noqa: E402
+from training.data import images, penguins, spectra, weather  # noqa: E402
+from training.data.dataset import DataFileMissing, Dataset  # noqa: E402
+from training.recipes import digits  # noqa: E402
+from training.recipes import spectra as spectra_recipe  # noqa: E402
+from training.spec import TrainOptions  # noqa: E402
 
 
 def _check(dataset: Dataset) -> None:
@@ -29,17 +32,17 @@ def _check(dataset: Dataset) -> None:
 
 
 def test_penguins():
-    dataset = datasets.load_penguins()
+    dataset = penguins.load_penguins()
     _check(dataset)
     assert dataset.labels == ["Adelie", "Chinstrap", "Gentoo"]
-    assert dataset.feature_names == datasets.PENGUIN_FEATURES
+    assert dataset.feature_names == penguins.PENGUIN_FEATURES
     assert (dataset.rows, dataset.test_rows) == (342, 69)
     # Stratified: every species in the test split in proportion.
     assert dataset.y_test.sum(axis=0).tolist() == [30.0, 14.0, 25.0]
 
 
 def test_seattle_weather_is_chronological_with_persistence():
-    dataset = datasets.load_seattle_weather()
+    dataset = weather.load_seattle_weather()
     _check(dataset)
     assert len(dataset.feature_names) == dataset.x_train.shape[1] == 15
     persistence = dataset.extras["test_persistence"]
@@ -50,7 +53,7 @@ def test_seattle_weather_is_chronological_with_persistence():
 
 
 def test_mnist_5k_raw_pixels():
-    dataset = datasets.load_mnist_5k()
+    dataset = images.load_mnist_5k()
     _check(dataset)
     assert dataset.x_train.shape[1:] == (28, 28, 1)
     assert dataset.x_train.max() == 255 and dataset.labels == [str(d) for d in range(10)]
@@ -58,8 +61,8 @@ def test_mnist_5k_raw_pixels():
 
 
 def test_transfer_task_split():
-    task = datasets.few_per_class(
-        datasets.only_classes(datasets.load_mnist_5k(), [5, 6, 7, 8, 9], "5-9"), 10
+    task = images.few_per_class(
+        images.only_classes(images.load_mnist_5k(), [5, 6, 7, 8, 9], "5-9"), 10
     )
     assert task.labels == ["5", "6", "7", "8", "9"]
     assert task.y_train.sum(axis=0).tolist() == [10.0] * 5
@@ -67,19 +70,19 @@ def test_transfer_task_split():
 
 
 def test_synthetic_spectra_pairs():
-    dataset = datasets.load_synthetic_spectra(molecules=160, train_pairs=200, test_pairs=50)
+    dataset = spectra.load_synthetic_spectra(molecules=160, train_pairs=200, test_pairs=50)
     _check(dataset)
     a, b = dataset.x_train
     assert a.shape == b.shape == (200, 200)
     assert 0.0 <= dataset.y_train.min() and dataset.y_train.max() <= 1.0
     assert dataset.y_train.std() > 0.1  # similar and dissimilar pairs both present
     assert dataset.extras["test_spectra"].shape[1] == 200
-    again = datasets.load_synthetic_spectra(molecules=160, train_pairs=200, test_pairs=50)
+    again = spectra.load_synthetic_spectra(molecules=160, train_pairs=200, test_pairs=50)
     assert np.array_equal(again.x_test[0], dataset.x_test[0])  # seeded
 
 
 def test_subset_keeps_the_first_samples():
-    dataset = datasets.load_seattle_weather().subset(10)
+    dataset = weather.load_seattle_weather().subset(10)
     assert len(dataset.y_train) == 10 and dataset.test_rows == 10
     assert len(dataset.extras["test_persistence"]) == 10
 
@@ -90,7 +93,7 @@ def test_dollar_street_from_npy_files(tmp_path):
     np.save(tmp_path / "train_labels.npy", np.arange(6).reshape(-1, 1))
     np.save(tmp_path / "test_images.npy", rng.integers(0, 256, (4, 64, 64, 3), dtype=np.uint8))
     np.save(tmp_path / "test_labels.npy", np.arange(4))
-    dataset = datasets.load_digits_data(str(tmp_path))
+    dataset = digits.load_data(TrainOptions(data=str(tmp_path)))
     _check(dataset)
     assert dataset.x_train.shape == (6, 64, 64, 3) and dataset.y_train.shape == (6, 10)
     assert dataset.labels[3] == "running shoe"
@@ -105,7 +108,7 @@ def test_spectra_from_mgf_and_json(tmp_path):
     ids = [f"s{i}" for i in range(10)]
     scores = [[1.0 if i == j else 0.3 for j in range(10)] for i in range(10)]
     (tmp_path / "lib.json").write_text(json.dumps({"ids": ids, "scores": scores}))
-    dataset = datasets.load_spectra_data(str(tmp_path / "lib.mgf"))
+    dataset = spectra_recipe.load_data(TrainOptions(data=str(tmp_path / "lib.mgf")))
     _check(dataset)
     assert dataset.x_train[0].shape[1] == 200
     assert dataset.extras["test_spectra"].shape == (2, 200)
@@ -115,9 +118,9 @@ def test_spectra_from_mgf_and_json(tmp_path):
 @pytest.mark.parametrize(
     ("load", "missing", "where"),
     [
-        (lambda p: datasets.load_weather_csv(p / "w.csv"), "w.csv", "Zenodo record 5071376"),
-        (lambda p: datasets.load_dollar_street(p), "train_images.npy", "Zenodo record 10970014"),
-        (lambda p: datasets.load_spectra_files(p / "x.mgf"), "x.mgf", "MGF"),
+        (lambda p: weather.load_weather_csv(p / "w.csv"), "w.csv", "Zenodo record 5071376"),
+        (lambda p: images.load_dollar_street(p), "train_images.npy", "Zenodo record 10970014"),
+        (lambda p: spectra.load_spectra_files(p / "x.mgf"), "x.mgf", "MGF"),
     ],
 )
 def test_missing_file_error_names_file_and_source(tmp_path, load, missing, where):
@@ -131,7 +134,7 @@ def test_missing_file_error_names_file_and_source(tmp_path, load, missing, where
 def test_missing_scores_json_is_named(tmp_path):
     (tmp_path / "x.mgf").write_text("BEGIN IONS\nTITLE=a\n100 1\nEND IONS\n")
     with pytest.raises(DataFileMissing, match=r"x\.json.*Tanimoto"):
-        datasets.load_spectra_files(tmp_path / "x.mgf")
+        spectra.load_spectra_files(tmp_path / "x.mgf")
 
 
 def test_training_cli_imports_no_tensorflow():

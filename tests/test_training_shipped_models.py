@@ -17,9 +17,9 @@ import pytest
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("pandas", reason="the loaders need the `train` extra")
 
-from training import datasets  # noqa: E402
+from training.data import images, penguins, spectra, weather  # noqa: E402
 from training.fitting import score  # noqa: E402
-from training.registry import TASK_CLASSES, TASK_PER_CLASS  # noqa: E402
+from training.recipes.digits_transfer import TASK_CLASSES, TASK_PER_CLASS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -77,7 +77,7 @@ def test_ledger_has_every_shipped_model():
 
 def test_penguins_reach_095_and_name_species():
     card = _card("penguins")
-    dataset = datasets.load_penguins()
+    dataset = penguins.load_penguins()
     probabilities = _run("penguins", dataset.x_test)
     assert score("classification", dataset.y_test, probabilities) == card["metrics"]
     assert card["metrics"]["accuracy"] >= 0.95
@@ -88,7 +88,7 @@ def test_penguins_reach_095_and_name_species():
 
 def test_weather_beats_persistence():
     card = _card("weather")
-    dataset = datasets.load_seattle_weather()
+    dataset = weather.load_seattle_weather()
     assert card["feature_names"] == dataset.feature_names
     metrics = score("regression", dataset.y_test, _run("weather", dataset.x_test))
     assert metrics == pytest.approx(card["metrics"], abs=1e-4)
@@ -99,7 +99,7 @@ def test_weather_beats_persistence():
 
 def test_digits_reach_095():
     card = _card("digits")
-    dataset = datasets.load_mnist_5k()
+    dataset = images.load_mnist_5k()
     metrics = score("classification", dataset.y_test, _run("digits", dataset.x_test))
     assert metrics == pytest.approx(card["metrics"], abs=1e-4)
     assert card["metrics"]["accuracy"] >= 0.95
@@ -107,8 +107,8 @@ def test_digits_reach_095():
 
 def test_transfer_beats_scratch():
     card = _card("digits_transfer")
-    task = datasets.only_classes(datasets.load_mnist_5k(), TASK_CLASSES, "5-9")
-    task = datasets.few_per_class(task, TASK_PER_CLASS)
+    task = images.only_classes(images.load_mnist_5k(), TASK_CLASSES, "5-9")
+    task = images.few_per_class(task, TASK_PER_CLASS)
     assert card["labels"] == task.labels == ["5", "6", "7", "8", "9"]
     metrics = score("classification", task.y_test, _run("digits_transfer", task.x_test))
     assert metrics == pytest.approx(card["metrics"], abs=1e-4)
@@ -118,7 +118,7 @@ def test_transfer_beats_scratch():
 
 def test_spectra_pair():
     similarity, embedding = _card("spectra_similarity"), _card("spectra_embedding")
-    dataset = datasets.load_synthetic_spectra()
+    dataset = spectra.load_synthetic_spectra()
     a, b = dataset.x_test
     predicted = _run("spectra_similarity", a, b)
     assert score("similarity", dataset.y_test, predicted) == pytest.approx(

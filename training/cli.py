@@ -12,9 +12,8 @@ import os
 import sys
 from pathlib import Path
 
-MODEL_NAMES = [
-    "penguins", "weather", "digits", "digits_transfer", "spectra_similarity", "spectra_embedding",
-]  # fmt: skip
+from training.recipes import MODEL_NAMES
+
 DEFAULT_LEDGER = "results/ledger.csv"
 
 
@@ -58,7 +57,14 @@ def add_training_commands(subparsers) -> None:
         help="local Keras file for the transfer base (.keras or .weights.h5); never downloaded",
     )
     train.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"default {DEFAULT_LEDGER}")
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument(
+        "--seed", type=int, default=0,
+        help="seed for weights, shuffling and simulated or sampled data (default 0)",
+    )  # fmt: skip
+    train.add_argument(
+        "--verbose", action="store_true",
+        help="show Keras's line per epoch, model summaries and TensorFlow's own logs",
+    )  # fmt: skip
     train.set_defaults(func=run_train)
 
     results = subparsers.add_parser("results", help="print the results ledger, newest first")
@@ -86,11 +92,14 @@ def run_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ chatter off
-    from training.datasets import DataFileMissing
+    # TensorFlow's C++ logging reads this once, when TensorFlow is imported: set it first.
+    # Quiet hides even its errors (the harmless `NodeDef mentions attribute` lines of every
+    # export); --verbose keeps them. A value the user set wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if args.verbose else "3")
+    from training.data.dataset import DataFileMissing
     from training.export import ParityError
     from training.pipeline import train
-    from training.registry import TrainOptions
+    from training.spec import TrainOptions
 
     if args.weights and args.name != "digits_transfer":
         print(f"error: --weights only applies to digits_transfer, not {args.name}", file=sys.stderr)
@@ -104,6 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
         data=args.data,
         weights=args.weights,
         seed=args.seed,
+        verbose=args.verbose,
     )
     try:
         folders = train(args.name, options)
@@ -113,8 +123,9 @@ def run_train(args: argparse.Namespace) -> int:
     except ParityError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    for folder in folders:
-        print(f"wrote {folder}")
+    if args.verbose:  # quiet runs already said where each model went
+        for folder in folders:
+            print(f"wrote {folder}")
     return 0
 
 

@@ -12,14 +12,14 @@ batch axis left dynamic. Two fixes are applied to the ONNX graph afterwards:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from training.datasets import Arrays
+from service.layout import sha256_of_file
+from training.data.dataset import Arrays
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-5
@@ -113,7 +113,7 @@ def _check_names(proto, input_names: list[str], output_name: str) -> None:
 def save(proto, path: Path) -> str:
     """Write the ONNX file; returns its sha256."""
     path.write_bytes(proto.SerializeToString())
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sha256_of_file(path)
 
 
 def run_onnx(path: Path, input_names: list[str], x: Arrays) -> np.ndarray:
@@ -161,9 +161,3 @@ def tensor_entries(proto, descriptions: dict[str, str]) -> tuple[list[dict], lis
         }
 
     return [entry(v) for v in proto.graph.input], [entry(v) for v in proto.graph.output]
-
-
-def write_card(folder: Path, card: dict) -> Path:
-    path = folder / "card.json"
-    path.write_text(json.dumps(card, indent=2) + "\n")
-    return path

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from training.datasets import Arrays, Dataset
+from training.data.dataset import Arrays, Dataset
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,10 @@ class FitSettings:
     validation_fraction: float = 0.2  # Keras takes it from the end of the (shuffled) train split
     early_stopping_patience: int | None = None  # EarlyStopping on val_loss when set
     seed: int = 0
+
+    def capped(self, epochs: int | None) -> FitSettings:
+        """These settings with at most `epochs` epochs (`--epochs`, for quick runs)."""
+        return replace(self, epochs=min(self.epochs, epochs)) if epochs else self
 
     def describe(self, epochs_run: int) -> dict:
         return {
@@ -57,12 +61,17 @@ def _metric(name: str):
     return keras.metrics.RootMeanSquaredError(name="rmse") if name == "rmse" else name
 
 
-def fit(model, x: Arrays, y: np.ndarray, settings: FitSettings) -> tuple[dict, int, float]:
-    """Compile and fit with Keras progress output.
+def fit(
+    model, x: Arrays, y: np.ndarray, settings: FitSettings, label: str, verbose: bool = False
+) -> tuple[dict, int, float]:
+    """Compile and fit: Keras's line per epoch when `verbose`, else one progress line
+    headed `label`.
 
     Returns the per-epoch history, the number of epochs run and the fit time in seconds.
     """
     import keras
+
+    from training.progress import EpochProgress
 
     optimizer = keras.optimizers.get(
         {"class_name": settings.optimizer, "config": {"learning_rate": settings.learning_rate}}
@@ -79,6 +88,8 @@ def fit(model, x: Arrays, y: np.ndarray, settings: FitSettings) -> tuple[dict, i
                 restore_best_weights=True,
             )
         )
+    if not verbose:
+        callbacks.append(EpochProgress(label, settings.epochs, f"val_{settings.metrics[0]}"))
     started = time.perf_counter()
     history = model.fit(
         list(x) if isinstance(x, tuple) else x,
@@ -87,7 +98,7 @@ def fit(model, x: Arrays, y: np.ndarray, settings: FitSettings) -> tuple[dict, i
         batch_size=settings.batch_size,
         validation_split=settings.validation_fraction,
         callbacks=callbacks,
-        verbose=2,
+        verbose=2 if verbose else 0,
     )
     seconds = time.perf_counter() - started
     return history.history, len(history.epoch), seconds
@@ -118,11 +129,14 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, classes: int) -> np.ndarra
     return matrix
 
 
-def report(name: str, task: str, dataset: Dataset, y_pred: np.ndarray, metrics: dict) -> None:
-    """Print the test metrics, and for a classifier the confusion matrix."""
+def report(
+    name: str, task: str, dataset: Dataset, y_pred: np.ndarray, metrics: dict,
+    show_confusion: bool = True,
+) -> None:  # fmt: skip
+    """Print the test metrics, and with `show_confusion` a classifier's confusion matrix."""
     shown = ", ".join(f"{k}={v}" for k, v in metrics.items())
     print(f"\n{name}: test set of {dataset.test_rows} ({dataset.name}): {shown}")
-    if task != "classification" or not dataset.labels:
+    if not show_confusion or task != "classification" or not dataset.labels:
         return
     matrix = confusion(dataset.y_test, y_pred, len(dataset.labels))
     width = 1 + max(8, *(len(label) for label in dataset.labels))

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from training import export, fitting, ledger, plots, provenance, registry
-from training.datasets import Arrays, Dataset
-from training.registry import ModelSpec, TrainOptions
+from service.layout import MODEL_FILE, version_folders, write_card
+from training import export, fitting, ledger, plots, provenance
+from training.data.dataset import Arrays, Dataset
+from training.recipes import lookup
+from training.spec import CardText, ModelSpec, TrainOptions
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,14 @@ class Run:
 
 def train(name: str, options: TrainOptions) -> list[Path]:
     """Train the named model and ship it (and its companions); returns the version folders."""
-    spec = registry.lookup(name)
+    spec = lookup(name)
     if spec.trained_by:
         print(f"{name} is shipped by the {spec.trained_by} run: training that")
-        spec = registry.lookup(spec.trained_by)
+        spec = lookup(spec.trained_by)
+    if not options.verbose:
+        from training.progress import quiet_library_logs
+
+        quiet_library_logs()
 
     # Prepare data.
     fitting.set_seeds(options.seed)
@@ -45,18 +51,20 @@ def train(name: str, options: TrainOptions) -> list[Path]:
     print(f"{spec.name}: {dataset.name}, {len(dataset.y_train)} train / {dataset.test_rows} test")
 
     # Build, compile, fit.
-    settings = replace(spec.fit, seed=options.seed)
-    if options.epochs:
-        settings = replace(settings, epochs=min(settings.epochs, options.epochs))
-    notes: dict = {}
-    model = spec.build(dataset, options, settings, notes)
-    model.summary()
-    history, epochs_run, seconds = fitting.fit(model, dataset.x_train, dataset.y_train, settings)
+    settings = replace(spec.fit, seed=options.seed).capped(options.epochs)
+    notes: dict[str, object] = {}
+    model = spec.build(dataset, options, notes)
+    if options.verbose:
+        model.summary()
+    history, epochs_run, seconds = fitting.fit(
+        model, dataset.x_train, dataset.y_train, settings, label=spec.name,
+        verbose=options.verbose,
+    )  # fmt: skip
 
     # Evaluate on the held-out test split, next to the baselines.
     y_pred = fitting.predict(model, dataset.x_test)
     metrics = fitting.score(_score_task(spec.task), dataset.y_test, y_pred)
-    fitting.report(spec.name, spec.task, dataset, y_pred, metrics)
+    fitting.report(spec.name, spec.task, dataset, y_pred, metrics, show_confusion=options.verbose)
     baselines = spec.baselines(dataset, options, settings) if spec.baselines else {}
     run = Run(dataset, history, epochs_run, seconds, settings, baselines, notes)
     _compare(spec, metrics, baselines)
@@ -64,7 +72,7 @@ def train(name: str, options: TrainOptions) -> list[Path]:
     # Export and ship.
     folders = [ship(spec, model, run, dataset.x_test, dataset.y_test, y_pred, metrics, options)]
     for companion in spec.companions(model, dataset) if spec.companions else []:
-        companion_spec = registry.lookup(companion.name)
+        companion_spec = lookup(companion.name)
         print(f"\n{companion.name} (same run): {companion.metrics}")
         folders.append(
             ship(
@@ -96,11 +104,9 @@ def beats_baselines(spec: ModelSpec, metrics: dict, baselines: dict) -> bool:
 
 
 def next_version(model_folder: Path, overwrite: bool) -> int:
-    """One more than the highest numeric version, or the highest itself when overwriting."""
-    versions = [
-        int(p.name) for p in model_folder.glob("*") if p.is_dir() and p.name.isdigit()
-        and int(p.name) > 0
-    ]  # fmt: skip
+    """One more than the highest version folder (the repository's rule: `007` is none), or the
+    highest itself when overwriting."""
+    versions = version_folders(model_folder)
     if not versions:
         return 1
     return max(versions) if overwrite else max(versions) + 1
@@ -121,21 +127,24 @@ def ship(
     model_folder.mkdir(parents=True, exist_ok=True)
     version = next_version(model_folder, options.overwrite)
     labels = run.dataset.labels if spec.task == "classification" else None
+    text = spec.describe(run.dataset)
     # Build the version in a hidden scratch folder (skipped by the server), then move it in.
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_folder))
     try:
-        input_names = list(spec.inputs)
-        proto = export.convert(model, input_names, spec.output[0], labels)
-        onnx_path = staging / "model.onnx"
+        input_names = list(text.inputs)
+        proto = export.convert(model, input_names, text.output[0], labels)
+        onnx_path = staging / MODEL_FILE
         sha256 = export.save(proto, onnx_path)
         expected = fitting.predict(model, x_test)
         difference = export.check_parity(expected, onnx_path, input_names, x_test)
-        print(
-            f"{spec.name}: ONNX parity on {len(expected)} test samples, max |diff| {difference:.2g}"
-        )
+        if options.verbose:
+            print(
+                f"{spec.name}: ONNX parity on {len(expected)} test samples, "
+                f"max |diff| {difference:.2g}"
+            )
         pngs = _plots(spec, run, y_true, y_score, labels, staging)
-        card = _card(spec, version, proto, sha256, difference, run, metrics, labels, pngs)
-        export.write_card(staging, card)
+        card = _card(spec, text, version, proto, sha256, difference, run, metrics, labels, pngs)
+        write_card(staging, card)
         target = model_folder / str(version)
         if target.exists():
             shutil.rmtree(target)
@@ -150,7 +159,7 @@ def ship(
             "model": spec.name,
             "version": version,
             "task": spec.task,
-            "description": spec.description,
+            "description": text.description,
             "metrics": metrics,
             "baselines": run.baselines,
             "test_set": run.dataset.name,
@@ -161,9 +170,10 @@ def ship(
             "fit_seconds": round(run.fit_seconds, 1),
         },
     )
-    size = (target / "model.onnx").stat().st_size
+    size = (target / MODEL_FILE).stat().st_size
     print(
-        f"{spec.name}: shipped {target}/model.onnx ({size} bytes); ledger row in {options.ledger}"
+        f"{spec.name}: shipped {target}/{MODEL_FILE} ({size} bytes, ONNX parity "
+        f"{difference:.2g}); ledger row in {options.ledger}"
     )
     return target
 
@@ -181,15 +191,18 @@ def _plots(spec, run: Run, y_true, y_score, labels, folder: Path) -> list[str]:
     return [f.name for f in files]
 
 
-def _card(spec, version, proto, sha256, difference, run: Run, metrics, labels, pngs) -> dict:
+def _card(
+    spec: ModelSpec, text: CardText, version, proto, sha256, difference, run: Run, metrics,
+    labels, pngs,
+) -> dict:  # fmt: skip
     dataset = run.dataset
-    described = {**spec.inputs, spec.output[0]: spec.output[1]}
+    described = {**text.inputs, text.output[0]: text.output[1]}
     inputs, outputs = export.tensor_entries(proto, described)
     card = {
         "name": spec.name,
         "version": version,
         "task": spec.task,
-        "description": spec.description,
+        "description": text.description,
         "inputs": inputs,
         "outputs": outputs,
     }
@@ -216,14 +229,14 @@ def _card(spec, version, proto, sha256, difference, run: Run, metrics, labels, p
         "split": dataset.split,
         "fit_seconds": round(run.fit_seconds, 1),
         "reproducibility": spec.tolerance,
-        **({"trained_with": "spectra_similarity"} if spec.trained_by else {}),
+        **({"trained_with": spec.trained_by} if spec.trained_by else {}),
         **run.notes,
     }
     card["libraries"] = provenance.library_versions()
     card["git_commit"] = provenance.git_commit()
     card["created"] = provenance.utc_now()
     card["onnx"] = {
-        "file": "model.onnx",
+        "file": MODEL_FILE,
         "sha256": sha256,
         "opset": export.OPSET,
         "parity_max_abs_diff": float(f"{difference:.3g}"),
