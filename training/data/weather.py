@@ -18,13 +18,28 @@ WEATHER_ZENODO = (
     "download weather_prediction_dataset_light.csv from Zenodo record 5071376 "
     "(https://zenodo.org/records/5071376)"
 )
-CHRONOLOGICAL_SPLIT = "chronological: first 80% of days train, last 20% test"
+TEST_FRACTION = 0.2
 
 
-def _chronological_split(x: np.ndarray, y: np.ndarray, persistence: np.ndarray, test: float):
-    """Last `test` fraction of days is the test set: no future day leaks into training."""
-    cut = int(round(len(x) * (1 - test)))
-    return (x[:cut], y[:cut]), (x[cut:], y[cut:]), persistence[cut:]
+def _days_in_order(
+    name: str, source: str, path: Path, feature_names: list[str], x: np.ndarray,
+    y: np.ndarray, persistence: np.ndarray, target: str,
+) -> Dataset:  # fmt: skip
+    """Rows of consecutive days as a Dataset: the last 20% of days is the test set, so no
+    future day leaks into training; `persistence` is today's value of the target."""
+    cut = int(round(len(x) * (1 - TEST_FRACTION)))
+    return Dataset(
+        name=name,
+        source=source,
+        sha256=sha256_of_file(path),
+        x_train=x[:cut],
+        y_train=y[:cut],
+        x_test=x[cut:],
+        y_test=y[cut:],
+        split="chronological: first 80% of days train, last 20% test",
+        feature_names=feature_names,
+        extras={"test_persistence": persistence[cut:], "target": target},
+    )
 
 
 def load_seattle_weather() -> Dataset:
@@ -56,21 +71,11 @@ def load_seattle_weather() -> Dataset:
     x = features[usable].to_numpy(dtype="float32")
     y = target[usable].to_numpy(dtype="float32").reshape(-1, 1)
     persistence = frame["temp_max"][usable].to_numpy(dtype="float32").reshape(-1, 1)
-    (x_train, y_train), (x_test, y_test), test_persistence = _chronological_split(
-        x, y, persistence, test=0.2
-    )
-    return Dataset(
-        name=SEATTLE_WEATHER,
-        source="vega_datasets wheel, _data/seattle-weather.csv (NOAA, 2012-2015)",
-        sha256=sha256_of_file(path),
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        split=CHRONOLOGICAL_SPLIT,
-        feature_names=list(features.columns),
-        extras={"test_persistence": test_persistence, "target": "next day's temp_max (C)"},
-    )
+    return _days_in_order(
+        SEATTLE_WEATHER,
+        "vega_datasets wheel, _data/seattle-weather.csv (NOAA, 2012-2015)",
+        path, list(features.columns), x, y, persistence, "next day's temp_max (C)",
+    )  # fmt: skip
 
 
 def load_weather_csv(path: str | Path, target: str = "BASEL_sunshine") -> Dataset:
@@ -89,18 +94,7 @@ def load_weather_csv(path: str | Path, target: str = "BASEL_sunshine") -> Datase
     x = features.to_numpy(dtype="float32")[:-1]
     y = frame[target].to_numpy(dtype="float32")[1:].reshape(-1, 1)
     persistence = frame[target].to_numpy(dtype="float32")[:-1].reshape(-1, 1)
-    (x_train, y_train), (x_test, y_test), test_persistence = _chronological_split(
-        x, y, persistence, test=0.2
-    )
-    return Dataset(
-        name="weather_prediction_dataset_light",
-        source=f"{path} (Zenodo record 5071376)",
-        sha256=sha256_of_file(path),
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        split=CHRONOLOGICAL_SPLIT,
-        feature_names=list(features.columns),
-        extras={"test_persistence": test_persistence, "target": f"next day's {target}"},
-    )
+    return _days_in_order(
+        "weather_prediction_dataset_light", f"{path} (Zenodo record 5071376)",
+        path, list(features.columns), x, y, persistence, f"next day's {target}",
+    )  # fmt: skip
