@@ -25,9 +25,10 @@ SERVER_NAME = "zooserve"
 
 @dataclass
 class InferenceRequest:
-    model_name: str
+    # Frontends look the model up (`DataPlane.model`) before decoding, because decoding
+    # checks each input against its signature; the request carries what they found.
+    model: LoadedModel
     inputs: Mapping[str, np.ndarray]
-    model_version: str | None = None
     requested_outputs: Sequence[str] | None = None
     id: str = ""
 
@@ -115,7 +116,7 @@ class DataPlane:
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         if self._closing:
             raise unavailable("the server is shutting down")
-        model = self._repository.get(request.model_name, request.model_version)
+        model = request.model
         arrived = time.perf_counter_ns()
 
         def work() -> dict[str, np.ndarray]:

@@ -105,7 +105,7 @@ def build_v2_app(current: Callable[[], Frontend | None]) -> Starlette:
         model = frontend.dataplane.model(name, version)  # NOT_FOUND first, as over gRPC
         body = await _json_body(request)
         response = await frontend.dataplane.infer(
-            tensors.v2_inference_request(model, version, body)
+            tensors.v2_inference_request(model, body)
         )
         return JSONResponse(tensors.v2_infer_response(response))
 

@@ -163,8 +163,7 @@ class ZooServe:
         try:
             loaded = self.dataplane.model(model, version or None)
             request = InferenceRequest(
-                model_name=model,
-                model_version=version or None,
+                model=loaded,
                 inputs=tensors.decode_inputs(loaded, inputs),
                 requested_outputs=outputs or None,
             )

@@ -93,7 +93,7 @@ def _unique(pairs) -> dict[str, np.ndarray]:
     return arrays
 
 
-def v2_inference_request(model: LoadedModel, version: str | None, body: object) -> InferenceRequest:
+def v2_inference_request(model: LoadedModel, body: object) -> InferenceRequest:
     """A KServe v2 REST infer body for the model it names (already looked up)."""
     if not isinstance(body, Mapping):
         raise invalid_argument('the request body must be a JSON object with "inputs"')
@@ -107,8 +107,7 @@ def v2_inference_request(model: LoadedModel, version: str | None, body: object) 
         raise invalid_argument('"outputs" must be a list of {"name": "<output name>"}')
     request_id = body.get("id", "")
     return InferenceRequest(
-        model_name=model.name,
-        model_version=version or None,
+        model=model,
         inputs=_unique(decode_tensor(model, t) for t in tensors),
         requested_outputs=[o["name"] for o in outputs] or None,
         id=str(request_id) if request_id is not None else "",

@@ -31,8 +31,7 @@ def inference_request(message: pb.ModelInferRequest, model: LoadedModel) -> Infe
             raise invalid_argument(f"input '{tensor.name}' appears more than once")
         inputs[tensor.name] = tensors.decode_input(model, tensor, raw[position] if raw else None)
     return InferenceRequest(
-        model_name=message.model_name,
-        model_version=message.model_version or None,
+        model=model,
         inputs=inputs,
         requested_outputs=[o.name for o in message.outputs] or None,
         id=message.id,
