@@ -91,9 +91,7 @@ def _decode_raw_bytes(
             f"{_who(name, role)}: raw BYTES content does not hold {count} length-prefixed "
             f"elements for shape {list(dims)}"
         )
-    array = np.empty(count, dtype=object)
-    array[:] = items
-    return array.reshape(dims)
+    return object_array(items, dims)
 
 
 def encode_raw(array: np.ndarray) -> bytes:
@@ -138,9 +136,8 @@ def decode_nested(name: str, datatype: str, values: object, role: str = INPUT) -
 def encode_json(array: np.ndarray, nested: bool = True) -> list:
     """An array as JSON-ready Python lists, nested by its shape or flat; BYTES as text."""
     if array.dtype.kind in "OSU":
-        texts = np.empty(array.size, dtype=object)
-        texts[:] = [_as_text(item) for item in array.reshape(-1)]
-        return texts.reshape(array.shape).tolist() if nested else texts.tolist()
+        texts = [_as_text(item) for item in array.reshape(-1)]
+        return object_array(texts, array.shape).tolist() if nested else texts
     return array.tolist() if nested else array.reshape(-1).tolist()
 
 
@@ -160,9 +157,15 @@ def _bytes_array(values: object) -> np.ndarray:
     # np.asarray would read a list of equal-length strings as one fixed-width text array;
     # BYTES elements are each their own bytes object.
     nested = np.asarray(values, dtype=object)
-    flat = np.empty(nested.size, dtype=object)
-    flat[:] = [_as_bytes(item) for item in nested.reshape(-1)]
-    return flat.reshape(nested.shape)
+    return object_array([_as_bytes(item) for item in nested.reshape(-1)], nested.shape)
+
+
+def object_array(items: Sequence[object], shape: Sequence[int]) -> np.ndarray:
+    """An object array of the given shape holding exactly these elements, row-major (numpy's
+    own constructors would turn equal-length strings or sequences into extra axes)."""
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(shape)
 
 
 def _as_bytes(item: object) -> bytes:

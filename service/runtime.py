@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from service import layout
+from service.codecs import object_array
 from service.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE
 from service.errors import ErrorKind, ServingError, invalid_argument
 from service.statistics import ModelStatistics
@@ -261,16 +262,16 @@ def _feed(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
     """The array as ONNX Runtime takes it: contiguous native-order numbers, or for BYTES
     Python str elements (its string tensors hold UTF-8 text; bytes would be str()-ed)."""
     if spec.datatype == "BYTES":
-        texts = np.empty(array.size, dtype=object)
+        texts = []
         for index, item in enumerate(array.reshape(-1)):
             try:
-                texts[index] = item.decode("utf-8") if isinstance(item, bytes) else str(item)
+                texts.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
             except UnicodeDecodeError:
                 raise invalid_argument(
                     f"input '{spec.name}': element {index} is not UTF-8 text, which an ONNX "
                     "string tensor must hold"
                 ) from None
-        return texts.reshape(array.shape)
+        return object_array(texts, array.shape)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     return np.ascontiguousarray(array)
