@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,16 +100,23 @@ def test_dollar_street_from_npy_files(tmp_path):
     assert dataset.labels[3] == "running shoe"
 
 
-def test_spectra_from_mgf_and_json(tmp_path):
+def write_mgf_library(folder: Path, count: int) -> Path:
+    """`lib.mgf` with `count` small spectra s0.. and `lib.json` with their Tanimoto matrix
+    (1 on the diagonal, 0.3 elsewhere); returns the MGF path."""
     blocks = []
-    for i in range(10):
+    for i in range(count):
         peaks = "\n".join(f"{100 + 10 * k + i:.1f} {1000 * (k + 1)}" for k in range(5))
         blocks.append(f"BEGIN IONS\nTITLE=s{i}\nPEPMASS=300.1\nCHARGE=1+\n{peaks}\nEND IONS\n")
-    (tmp_path / "lib.mgf").write_text("\n".join(blocks))
-    ids = [f"s{i}" for i in range(10)]
-    scores = [[1.0 if i == j else 0.3 for j in range(10)] for i in range(10)]
-    (tmp_path / "lib.json").write_text(json.dumps({"ids": ids, "scores": scores}))
-    dataset = spectra_recipe.load_data(TrainOptions(data=str(tmp_path / "lib.mgf")))
+    (folder / "lib.mgf").write_text("\n".join(blocks))
+    ids = [f"s{i}" for i in range(count)]
+    scores = [[1.0 if i == j else 0.3 for j in range(count)] for i in range(count)]
+    (folder / "lib.json").write_text(json.dumps({"ids": ids, "scores": scores}))
+    return folder / "lib.mgf"
+
+
+def test_spectra_from_mgf_and_json(tmp_path):
+    mgf = write_mgf_library(tmp_path, 10)
+    dataset = spectra_recipe.load_data(TrainOptions(data=str(mgf)))
     _check(dataset)
     assert dataset.x_train[0].shape[1] == 200
     assert dataset.extras["test_spectra"].shape == (2, 200)

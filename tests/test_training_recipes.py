@@ -4,7 +4,6 @@ version rule is the repository's."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 pytest.importorskip("pandas", reason="loaders need the `train` extra")
 pytest.importorskip("matplotlib", reason="the pipeline needs the `train` extra")
 
+from tests.test_training_loaders import write_mgf_library  # noqa: E402
 from training.data.images import DOLLAR_STREET_FILES  # noqa: E402
 from training.data.spectra import load_synthetic_spectra  # noqa: E402
 from training.pipeline import next_version  # noqa: E402
@@ -101,15 +101,7 @@ def test_seed_reaches_the_simulated_spectra():
 
 
 def test_seed_reaches_the_mgf_split(tmp_path):
-    blocks = []
-    for i in range(20):
-        peaks = "\n".join(f"{100 + 10 * k + i:.1f} {1000 * (k + 1)}" for k in range(5))
-        blocks.append(f"BEGIN IONS\nTITLE=s{i}\n{peaks}\nEND IONS\n")
-    (tmp_path / "lib.mgf").write_text("\n".join(blocks))
-    ids = [f"s{i}" for i in range(20)]
-    scores = [[1.0 if i == j else 0.3 for j in range(20)] for i in range(20)]
-    (tmp_path / "lib.json").write_text(json.dumps({"ids": ids, "scores": scores}))
-    data = str(tmp_path / "lib.mgf")
+    data = str(write_mgf_library(tmp_path, 20))
     splits = [spectra.load_data(TrainOptions(data=data, seed=seed)) for seed in (0, 1)]
     assert [split.split[-8:] for split in splits] == ["(seed 0)", "(seed 1)"]
     assert not np.array_equal(splits[0].extras["test_spectra"], splits[1].extras["test_spectra"])
