@@ -6,6 +6,7 @@ and plain data classes; frontends translate their protocol to these calls and ba
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service import __version__
+from service.cpus import CpuLimit, auto_intra_op_threads, detect_cpu_limit
 from service.errors import ServingError, unavailable
 from service.repository import IndexEntry, ModelRepository
 from service.runtime import LoadedModel
@@ -21,6 +23,8 @@ from service.settings import Settings
 from service.statistics import StatisticsSnapshot
 
 SERVER_NAME = "zooserve"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,8 +56,13 @@ class DataPlane:
         self._closing = False
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> DataPlane:
-        repository = ModelRepository(settings.models, settings.device, settings.max_batch_size)
+    def from_settings(cls, settings: Settings, cpu_limit: CpuLimit | None = None) -> DataPlane:
+        """Load the repository the settings name. Raises runtime.DeviceUnavailable when
+        `cuda` was asked for and cannot be had."""
+        threads = ort_threads(settings, cpu_limit or detect_cpu_limit())
+        repository = ModelRepository(
+            settings.models, settings.device, settings.max_batch_size, threads
+        )
         repository.load()
         return cls(repository, settings.inference_threads)
 
@@ -62,7 +71,7 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        return not self._closing and self._repository.all_loaded
+        return not self._closing and self._repository.ready
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         if self._closing:
@@ -133,3 +142,31 @@ class DataPlane:
         """Stop taking requests (readiness turns false) and let running ones finish."""
         self._closing = True
         self._executor.shutdown(wait=True)
+
+
+def ort_threads(settings: Settings, cpu_limit: CpuLimit) -> int:
+    """ONNX Runtime intra-op threads per session: `ort_threads`, or when it is 0 the rule of
+    `cpus.auto_intra_op_threads`. Logged once, with the CPU limit it was chosen from."""
+    if settings.ort_threads:
+        threads, how = settings.ort_threads, "set by --ort-threads / ZOOSERVE_ORT_THREADS"
+    else:
+        threads = auto_intra_op_threads(cpu_limit.cores, settings.inference_threads)
+        how = (
+            f"auto: {cpu_limit.cores} cores shared by {settings.inference_threads} "
+            "inference threads"
+        )
+    log.info(
+        "ONNX Runtime: %d intra-op thread%s per session (%s); CPU limit %s",
+        threads,
+        "" if threads == 1 else "s",
+        how,
+        cpu_limit.describe(),
+    )
+    busy = threads * settings.inference_threads
+    if settings.ort_threads and busy > max(cpu_limit.cores, settings.inference_threads):
+        log.warning(
+            "--ort-threads / ZOOSERVE_ORT_THREADS %d x %d inference threads = %d busy threads "
+            "on %d cores: requests will contend for the CPU",
+            threads, settings.inference_threads, busy, cpu_limit.cores,
+        )
+    return threads

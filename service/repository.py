@@ -10,7 +10,7 @@ from pathlib import Path
 
 from service.errors import not_found
 from service.layout import parse_version, scan_repository
-from service.runtime import LoadedModel
+from service.runtime import DeviceUnavailable, LoadedModel, SessionFactory
 
 log = logging.getLogger(__name__)
 
@@ -26,21 +26,41 @@ class IndexEntry:
 class ModelRepository:
     """The loaded models of one repository folder."""
 
-    def __init__(self, root: Path, device: str = "auto", max_batch_size: int = 1024) -> None:
+    def __init__(
+        self,
+        root: Path,
+        device: str = "auto",
+        max_batch_size: int = 1024,
+        intra_op_threads: int = 0,
+        create: SessionFactory | None = None,  # tests stand in for ONNX Runtime with it
+    ) -> None:
         self.root = root
         self.device = device
         self.max_batch_size = max_batch_size
+        self.intra_op_threads = intra_op_threads
+        self._create = create
         self._models: dict[str, dict[int, LoadedModel]] = {}
         self._failed: dict[tuple[str, int], str] = {}
 
     def load(self) -> None:
         """Load every model version found; a version that fails is logged and reported
-        as UNAVAILABLE (and keeps the server unready), the others still serve."""
+        as UNAVAILABLE (and keeps the server unready), the others still serve.
+
+        DeviceUnavailable (`cuda` asked for, not obtained) is not one model's failure but
+        the whole server's: it propagates, and the server does not start."""
         for entry in scan_repository(self.root):
             try:
                 model = LoadedModel.load(
-                    entry.name, entry.version, entry.path, self.device, self.max_batch_size
+                    entry.name,
+                    entry.version,
+                    entry.path,
+                    self.device,
+                    self.max_batch_size,
+                    intra_op_threads=self.intra_op_threads,
+                    create=self._create,
                 )
+            except DeviceUnavailable:
+                raise
             except Exception as exc:  # a broken file must not take the other models down
                 reason = f"{type(exc).__name__}: {exc}"
                 log.error("could not load %s version %d: %s", entry.name, entry.version, reason)
@@ -48,11 +68,14 @@ class ModelRepository:
                 continue
             self._models.setdefault(entry.name, {})[entry.version] = model
             log.info(
-                "loaded %s version %d from %s on %s; inputs %s; outputs %s",
+                "loaded %s version %d from %s on %s (providers %s; intra-op threads %s); "
+                "inputs %s; outputs %s",
                 entry.name,
                 entry.version,
                 entry.path,
+                model.device,
                 ",".join(model.providers),
+                model.intra_op_threads or "ONNX Runtime's default",
                 ", ".join(f"{s.name} {s.describe()}" for s in model.inputs),
                 ", ".join(f"{s.name} {s.describe()}" for s in model.outputs),
             )
@@ -60,8 +83,12 @@ class ModelRepository:
             log.warning("no models found under %s", self.root)
 
     @property
-    def all_loaded(self) -> bool:
-        return not self._failed
+    def ready(self) -> bool:
+        """Every model version loaded, and on the GPU wherever `cuda` insisted on one
+        (loading already refuses otherwise; this keeps readiness honest regardless)."""
+        if self._failed:
+            return False
+        return self.device != "cuda" or all(m.device == "GPU" for m in self.models())
 
     def names(self) -> list[str]:
         return sorted(self._models)

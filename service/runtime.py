@@ -4,6 +4,7 @@ signature here, before they reach ONNX Runtime."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -54,16 +55,60 @@ def _spec(node: ort.NodeArg) -> TensorSpec:
     return TensorSpec(node.name, datatype, shape)
 
 
-SessionFactory = Callable[[str, list[str]], "ort.InferenceSession"]
+SessionFactory = Callable[[str, list[str], int], "ort.InferenceSession"]
+
+# The words an operator reads in a one-line startup error about the device.
+CUDA_SETTING = "--device cuda (ZOOSERVE_DEVICE=cuda)"
+
+
+class DeviceUnavailable(RuntimeError):
+    """The settings insist on a device (`cuda`) that this machine cannot give. Unlike a
+    broken model file, this stops the server from starting: serving on the CPU instead
+    would be slower than the operator planned for, and nobody would notice."""
 
 
 def _create_session(path: str, providers: list[str], intra_op_threads: int = 0):
+    """An ONNX Runtime session with zooserve's thread settings.
+
+    `intra_op_threads` counts the calling thread (1: no pool at all; 0: ONNX Runtime's
+    default, as wide as the host). Inter-op threads serve only the parallel execution
+    mode, which zooserve does not use: pinned to 1 so no second pool is made. Where a pool
+    exists its threads do not spin while they wait for work: zooserve runs several sessions
+    side by side on its inference threads, and a spinning pool takes cores (and a
+    container's CPU quota) from the requests running on them; this holds for CUDA sessions
+    too, whose pool only serves the few nodes left on the CPU."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if intra_op_threads > 0:
         options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    if intra_op_threads != 1:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, sess_options=options, providers=providers)
+
+
+@functools.cache
+def prepare_cuda() -> str:
+    """Load the CUDA and cuDNN libraries that onnxruntime-gpu's pip wheels (`nvidia-*`)
+    install, once, before the first CUDA session: ONNX Runtime's CUDA provider library
+    carries no search path to them, so without this it cannot find them and the provider
+    is dropped. Builds without `preload_dlls` (older than 1.21) are left alone. Returns
+    what went wrong, or "" (the caller decides whether that is fatal)."""
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        log.info("onnxruntime %s has no preload_dlls; relying on the library path", ort.__version__)
+        return ""
+    try:
+        preload()
+    except Exception as exc:  # a missing wheel must not stop a CPU fallback under `auto`
+        problem = f"onnxruntime.preload_dlls() failed: {_one_line(exc)}"
+        log.warning("%s", problem)
+        return problem
+    log.info("onnxruntime.preload_dlls() done: CUDA and cuDNN from the nvidia wheels, if any")
+    return ""
 
 
 def open_session(
@@ -71,6 +116,8 @@ def open_session(
     device: str,
     available: Sequence[str] | None = None,
     create: SessionFactory | None = None,
+    intra_op_threads: int = 0,
+    prepare: Callable[[], str] | None = None,
 ) -> ort.InferenceSession:
     """Create a session on the device the settings ask for.
 
@@ -78,7 +125,8 @@ def open_session(
     CUDA provider cannot really be created (no GPU, no driver): ONNX Runtime then silently
     drops it, so the providers are read back from the session, never from
     `get_available_providers()`, which lists what the build has, not what works. `cuda`
-    insists on CUDA and fails loudly without it.
+    insists on CUDA: without it, DeviceUnavailable with a one-line reason. `prepare` runs
+    before the first CUDA session (`prepare_cuda`; tests pass their own).
     """
     if available is None:
         import onnxruntime as ort
@@ -87,21 +135,44 @@ def open_session(
     available = list(available)
     create = create or _create_session
     if device == "cpu" or (device == "auto" and CUDA not in available):
-        return create(str(path), [CPU])
+        return create(str(path), [CPU], intra_op_threads)
     if device == "cuda" and CUDA not in available:
-        raise RuntimeError(
-            f"--device cuda: this onnxruntime build has no CUDA provider (it has {available}); "
-            "install the `gpu` extra (onnxruntime-gpu) instead of `serve`"
+        raise DeviceUnavailable(
+            f"{CUDA_SETTING}: this onnxruntime build has no CUDA provider (it has "
+            f"{', '.join(available)}); install the `gpu` extra (onnxruntime-gpu) instead of "
+            "`serve`, or use --device auto"
         )
-    session = create(str(path), [CUDA, CPU])
+    preload_problem = (prepare or prepare_cuda)()
+    try:
+        session = create(str(path), [CUDA, CPU], intra_op_threads)
+    except Exception as exc:
+        # Either CUDA failed loudly or the file is broken: the CPU tells which.
+        cpu_session = create(str(path), [CPU], intra_op_threads)  # raises for a broken file
+        if device == "cuda":
+            raise DeviceUnavailable(
+                f"{CUDA_SETTING}: the CUDA provider failed for {path}: {_one_line(exc)}"
+            ) from None
+        log.warning("CUDA provider failed for %s (%s); using the CPU", path, _one_line(exc))
+        return cpu_session
     if CUDA not in session.get_providers():
         if device == "cuda":
-            raise RuntimeError(
-                f"--device cuda: the CUDA provider could not be created for {path} "
-                "(no GPU visible, or CUDA/cuDNN libraries missing)"
+            why = preload_problem or "ONNX Runtime's own error above says why"
+            raise DeviceUnavailable(
+                f"{CUDA_SETTING}: ONNX Runtime could not create the CUDA provider for {path} "
+                f"(no GPU visible, driver too old, or CUDA/cuDNN libraries missing; {why})"
             )
         log.warning("CUDA provider unavailable at run time for %s; using the CPU", path)
     return session
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
+def device_of(providers: Sequence[str]) -> str:
+    """GPU when the CUDA provider is in use, else CPU (Triton's instance kinds)."""
+    return "GPU" if CUDA in providers else "CPU"
 
 
 class LoadedModel:
@@ -122,6 +193,11 @@ class LoadedModel:
         self.inputs = [_spec(node) for node in session.get_inputs()]
         self.outputs = [_spec(node) for node in session.get_outputs()]
         self.providers: list[str] = list(session.get_providers())
+        self.device = device_of(self.providers)
+        # Read back from the session: what ONNX Runtime really uses (0: its own default).
+        options = session.get_session_options()
+        self.intra_op_threads: int = options.intra_op_num_threads
+        self.inter_op_threads: int = options.inter_op_num_threads
         self.statistics = ModelStatistics()
         # A model batches when every tensor's first axis is free: the request's batch.
         self.batchable = all(s.shape and s.shape[0] == -1 for s in self.inputs + self.outputs)
@@ -135,10 +211,17 @@ class LoadedModel:
 
     @classmethod
     def load(
-        cls, name: str, version: int, path: Path, device: str, max_batch_size: int
+        cls,
+        name: str,
+        version: int,
+        path: Path,
+        device: str,
+        max_batch_size: int,
+        intra_op_threads: int = 0,
+        create: SessionFactory | None = None,
     ) -> LoadedModel:
         card = layout.read_card(path.parent)
-        session = open_session(path, device)
+        session = open_session(path, device, create=create, intra_op_threads=intra_op_threads)
         return cls(name, version, path, session, card, max_batch_size)
 
     @property

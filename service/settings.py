@@ -28,6 +28,9 @@ class Settings:
     log_level: str = "INFO"
     # Requests run on this many threads at once (ONNX Runtime releases the GIL).
     inference_threads: int = 4
+    # ONNX Runtime intra-op threads per session; 0 (or "auto"): chosen from the CPU limit
+    # and inference_threads (service.cpus.auto_intra_op_threads).
+    ort_threads: int = 0
 
     @classmethod
     def from_sources(
@@ -63,6 +66,16 @@ def _convert(name: str, raw: object, source: str) -> object:
         value = _integer(text, source)
         if value < 1:
             raise SettingsError(f"{source}: must be at least 1, got {text}")
+        return value
+    if name == "ort_threads":
+        if text.lower() == "auto":
+            return 0
+        value = _integer(text, source)
+        if value < 0:
+            raise SettingsError(
+                f"{source}: must be 0 or auto (chosen from the CPU limit) "
+                f"or a number of threads, got {text}"
+            )
         return value
     if name == "device":
         if text.lower() not in DEVICES:

@@ -13,7 +13,7 @@ from service.grpc_frontend import tensors
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import model_config_pb2 as config_pb
 from service.repository import IndexEntry
-from service.runtime import CUDA, PLATFORM, LoadedModel, TensorSpec
+from service.runtime import PLATFORM, LoadedModel, TensorSpec
 from service.statistics import Duration, StatisticsSnapshot
 
 
@@ -76,9 +76,16 @@ def _dims(model: LoadedModel, spec: TensorSpec) -> tuple[int, ...]:
 
 
 def model_config(model: LoadedModel) -> pb.ModelConfigResponse:
-    on_gpu = CUDA in model.providers
+    """Triton's ModelConfig. Where the model runs is in the instance group's kind (KIND_GPU
+    only when the CUDA provider is really in use, read back from the session) and in the
+    `execution_providers` parameter; the thread counts use the parameter names of Triton's
+    ONNX Runtime backend. ModelMetadata has no field for any of it, in Triton's protocol
+    as in ours."""
+    on_gpu = model.device == "GPU"
     parameters = {
         "execution_providers": ",".join(model.providers),
+        "intra_op_thread_count": str(model.intra_op_threads),
+        "inter_op_thread_count": str(model.inter_op_threads),
         "task": model.task,
         "description": str(model.card.get("description", "")),
     }
