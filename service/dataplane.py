@@ -37,6 +37,19 @@ class InferenceRequest:
     id: str = ""
 
 
+@dataclass(frozen=True)
+class DrainReport:
+    """Inference requests over the server's life: taken on, answered, refused while draining."""
+
+    accepted: int
+    answered: int
+    refused: int
+
+    def describe(self) -> str:
+        return (f"{self.accepted} inference requests accepted, {self.answered} answered, "
+                f"{self.refused} refused while draining")
+
+
 @dataclass
 class InferenceResponse:
     model_name: str
@@ -54,6 +67,11 @@ class DataPlane:
             max_workers=inference_threads, thread_name_prefix="inference"
         )
         self._closing = False
+        # Inference requests taken on, answered (with outputs or an error) and refused while
+        # draining: `drain` waits until every request taken on is answered.
+        self._accepted = 0
+        self._answered = 0
+        self._refused = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, cpu_limit: CpuLimit | None = None) -> DataPlane:
@@ -124,7 +142,16 @@ class DataPlane:
     # inference
     async def infer(self, request: InferenceRequest) -> InferenceResponse:
         if self._closing:
-            raise unavailable("the server is shutting down")
+            self._refused += 1
+            raise unavailable("the server is shutting down; send the request again (to "
+                              "another replica)")
+        self._accepted += 1
+        try:
+            return await self._run(request)
+        finally:
+            self._answered += 1
+
+    async def _run(self, request: InferenceRequest) -> InferenceResponse:
         model = request.model
         arrived = time.perf_counter_ns()
 
@@ -137,6 +164,15 @@ class DataPlane:
         return InferenceResponse(
             model.name, model.version, outputs, datatypes, id=request.id, labels=model.labels
         )
+
+    async def drain(self, timeout: float) -> DrainReport:
+        """Refuse new inference requests (UNAVAILABLE; readiness turns false) and wait up to
+        `timeout` seconds for those already taken on to be answered."""
+        self._closing = True
+        deadline = time.monotonic() + timeout
+        while self._answered < self._accepted and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        return DrainReport(self._accepted, self._answered, self._refused)
 
     def close(self) -> None:
         """Stop taking requests (readiness turns false) and let running ones finish."""

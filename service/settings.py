@@ -31,6 +31,8 @@ class Settings:
     # ONNX Runtime intra-op threads per session; 0 (or "auto"): chosen from the CPU limit
     # and inference_threads (service.cpus.auto_intra_op_threads).
     ort_threads: int = 0
+    # On SIGTERM: seconds to wait for the requests in flight before closing anyway.
+    drain_timeout: float = 30.0
 
     @classmethod
     def from_sources(
@@ -76,6 +78,14 @@ def _convert(name: str, raw: object, source: str) -> object:
                 f"{source}: must be 0 or auto (chosen from the CPU limit) "
                 f"or a number of threads, got {text}"
             )
+        return value
+    if name == "drain_timeout":
+        try:
+            value = float(text)
+        except ValueError:
+            raise SettingsError(f"{source}: expected seconds, got '{text}'") from None
+        if not 0 <= value <= 3600:
+            raise SettingsError(f"{source}: must be between 0 and 3600 seconds, got {text}")
         return value
     if name == "device":
         if text.lower() not in DEVICES:

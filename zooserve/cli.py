@@ -30,6 +30,8 @@ def _serve(args: argparse.Namespace) -> int:
             "device": args.device,
             "log_level": args.log_level,
             "max_batch_size": args.max_batch_size,
+            "ort_threads": args.ort_threads,
+            "drain_timeout": args.drain_timeout,
         }
     )
     logging.basicConfig(
@@ -38,10 +40,11 @@ def _serve(args: argparse.Namespace) -> int:
     if not settings.models.is_dir():
         raise SystemExit(f"zooserve serve: error: models folder '{settings.models}' does not exist")
     from service.grpc_frontend.server import serve
+    from service.runtime import DeviceUnavailable
 
     try:
         serve(settings)
-    except OSError as exc:  # a port in use or not allowed
+    except (OSError, DeviceUnavailable) as exc:  # a port in use; --device cuda without CUDA
         raise SystemExit(f"zooserve serve: error: {exc}") from None
     return 0
 
@@ -84,6 +87,22 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    from service.grpc_frontend.health_check import health_status
+
+    url = args.url
+    if url is None:
+        from service.settings import Settings
+
+        url = f"localhost:{Settings.from_sources().grpc_port}"
+    try:
+        status = health_status(url, args.service, args.timeout)
+    except ConnectionError as exc:
+        raise SystemExit(f"zooserve health: error: {exc}") from None
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="zooserve", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -97,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--device", help="auto, cpu or cuda [ZOOSERVE_DEVICE, auto]")
     serve.add_argument("--max-batch-size", help="largest batch accepted [1024]")
+    serve.add_argument(
+        "--ort-threads",
+        help="ONNX Runtime threads per model; 0: from the CPU limit [ZOOSERVE_ORT_THREADS, 0]",
+    )
+    serve.add_argument(
+        "--drain-timeout",
+        help="on SIGTERM, seconds to finish the requests in flight [ZOOSERVE_DRAIN_TIMEOUT, 30]",
+    )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR [INFO]")
     serve.set_defaults(func=_serve)
 
@@ -115,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model-version", default="", help="version [the highest]")
     predict.add_argument("--timeout", type=float, default=10.0, help="seconds [10]")
     predict.set_defaults(func=_predict)
+
+    health = commands.add_parser(
+        "health", help="ask a running server's gRPC health service; exit 0 when SERVING"
+    )
+    health.add_argument("--url", help="server address [localhost:ZOOSERVE_GRPC_PORT]")
+    health.add_argument("--service", default="", help="a model name, or '' for the server ['']")
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds [3]")
+    health.set_defaults(func=_health)
+
+    from zooserve.image import add_image_commands
+
+    add_image_commands(commands)
 
     try:
         from training.cli import add_training_commands

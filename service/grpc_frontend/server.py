@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, DrainReport
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
 from service.grpc_frontend.servicer import InferenceServicer
@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-SHUTDOWN_GRACE_S = 5.0
+# After the drain, what is left is connections, not requests: this closes them.
+CLOSE_GRACE_S = 1.0
 
 
 class GrpcFrontend:
@@ -33,9 +34,15 @@ class GrpcFrontend:
         self.port = port
         self.health = health_servicer
 
-    async def stop(self, grace: float = SHUTDOWN_GRACE_S) -> None:
+    async def stop(self, drain_timeout: float) -> DrainReport:
+        """Drain, then close: health turns NOT_SERVING (for the server and every model) and
+        ServerReady false, new inference requests are refused with UNAVAILABLE, and the
+        requests already taken on are answered (up to `drain_timeout` seconds) before the
+        server closes its connections."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        report = await self.dataplane.drain(drain_timeout)
+        await self.server.stop(CLOSE_GRACE_S)
+        return report
 
 
 async def start_grpc_server(dataplane: DataPlane, host: str, port: int) -> GrpcFrontend:
@@ -82,8 +89,13 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info("ready: %d model versions", len(dataplane.models()))
     await stop.wait()
-    log.info("shutting down: finishing requests in flight (up to %.0f s)", SHUTDOWN_GRACE_S)
-    await frontend.stop()
+    log.info("draining: new requests refused, up to %.0f s for those in flight",
+             settings.drain_timeout)
+    report = await frontend.stop(settings.drain_timeout)
+    if report.answered < report.accepted:
+        log.warning("drain timed out: %s", report.describe())
+    else:
+        log.info("drained: %s", report.describe())
     dataplane.close()
     metrics.shutdown()
 
