@@ -218,6 +218,8 @@ def test_the_image_runs_as_a_numeric_user_on_a_read_only_root(zoo_image):
         # zooserve itself is PID 1, so SIGTERM reaches it.
         cmdline = docker("exec", container.name, "cat", "/proc/1/cmdline").stdout
         assert "zooserve" in cmdline and "serve" in cmdline
+        # The Kubernetes preStop hook runs /bin/sleep in the container.
+        assert docker("exec", container.name, "/bin/sleep", "0", check=False).returncode == 0
         denied = docker("exec", container.name, "touch", "/models/x", check=False)
         assert denied.returncode != 0 and "Read-only file system" in denied.stderr
         host_config = json.loads(docker("inspect", "--format", "{{json .HostConfig}}",

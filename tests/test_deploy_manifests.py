@@ -270,24 +270,32 @@ def check_settings_env(docs: list[dict], variant: str) -> list[str]:
     return problems
 
 
+THREADS = "ZOOSERVE_INFERENCE_THREADS"
+
+
 def check_threads(docs: list[dict], variant: str) -> list[str]:
-    """ZOOSERVE_ORT_THREADS is the container's CPU limit, in whole cores."""
+    """ZOOSERVE_INFERENCE_THREADS is the container's CPU limit, in whole cores, and ONNX
+    Runtime's threads per model are left to the server (auto), which divides the same limit
+    among the inference threads."""
     container = workload(docs).container
     problems = []
-    ref = env_of(container).get("ZOOSERVE_ORT_THREADS", {}).get("valueFrom", {})
+    if "ZOOSERVE_ORT_THREADS" in env_of(container):
+        problems.append("ZOOSERVE_ORT_THREADS is set: leave it auto, or requests x ORT threads "
+                        "outnumber the cores")
+    ref = env_of(container).get("ZOOSERVE_INFERENCE_THREADS", {}).get("valueFrom", {})
     ref = ref.get("resourceFieldRef")
     if ref is None:
-        return ["ZOOSERVE_ORT_THREADS must come from a resourceFieldRef"]
+        return ["ZOOSERVE_INFERENCE_THREADS must come from a resourceFieldRef"]
     if ref.get("resource") != "limits.cpu":
-        problems.append(f"ZOOSERVE_ORT_THREADS follows {ref.get('resource')}, not limits.cpu")
+        problems.append(f"{THREADS} follows {ref.get('resource')}, not limits.cpu")
     if str(ref.get("divisor", "1")) != "1":
-        problems.append(f"ZOOSERVE_ORT_THREADS divisor is {ref['divisor']}, not 1 (whole cores)")
+        problems.append(f"{THREADS} divisor is {ref['divisor']}, not 1 (whole cores)")
     if ref.get("containerName", container["name"]) != container["name"]:
-        problems.append(f"ZOOSERVE_ORT_THREADS reads container {ref['containerName']}'s limit")
+        problems.append(f"{THREADS} reads container {ref['containerName']}'s limit")
     limit = container.get("resources", {}).get("limits", {}).get("cpu")
     if limit is None:
         # Without a limit the reference yields the node's allocatable cores.
-        problems.append("no CPU limit: ZOOSERVE_ORT_THREADS would be the node's core count")
+        problems.append("no CPU limit: ZOOSERVE_INFERENCE_THREADS would be the node's core count")
     elif not cpu_cores(limit).is_integer() or cpu_cores(limit) < 1:
         problems.append(f"CPU limit {limit} is not whole cores: threads would exceed it")
     return problems
@@ -579,13 +587,17 @@ def set_env(name: str, value: str) -> Callable[[list[dict]], None]:
     return mutate
 
 
+def add_ort_threads(docs):
+    workload(docs).container["env"].append({"name": "ZOOSERVE_ORT_THREADS", "value": "2"})
+
+
 def drop_limits_cpu(docs):
     del workload(docs).container["resources"]["limits"]["cpu"]
 
 
 def thread_ref(field: str, value: str) -> Callable[[list[dict]], None]:
     def mutate(docs):
-        env = env_of(workload(docs).container)["ZOOSERVE_ORT_THREADS"]
+        env = env_of(workload(docs).container)["ZOOSERVE_INFERENCE_THREADS"]
         env["valueFrom"]["resourceFieldRef"][field] = value
     return mutate
 
@@ -659,6 +671,7 @@ BREAKAGES = [
     ("cpu", "threads", drop_limits_cpu, "no CPU limit"),
     ("gpu", "threads", thread_ref("resource", "requests.cpu"), "not limits.cpu"),
     ("kserve", "threads", thread_ref("divisor", "1m"), "divisor"),
+    ("cpu", "threads", add_ort_threads, "ZOOSERVE_ORT_THREADS is set"),
     ("cpu", "resources", add_gpu_limit, "mentions nvidia.com/gpu"),
     ("gpu", "resources", drop_tolerations, "no toleration"),
     ("kserve", "resources", set_env("ZOOSERVE_DEVICE", "auto"), "insist on cuda"),
