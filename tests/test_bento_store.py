@@ -23,10 +23,12 @@ from tests.test_bento_service import (
 )
 
 
-def command(*args: str, home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def command(
+    *args: str, home: Path, timeout: float = 300, cwd: Path = ROOT
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
     return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
-                          cwd=ROOT, env=env, timeout=timeout)
+                          cwd=cwd, env=env, timeout=timeout)
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -22,7 +22,12 @@ Settings are zooserve's (`ZOOSERVE_*`, read once at import): HTTP and gRPC liste
 `ZOOSERVE_HOST`, HTTP on `ZOOSERVE_HTTP_PORT` unless `bentoml serve --port` says otherwise,
 gRPC on `ZOOSERVE_GRPC_PORT`. The models come from the folder
 `ZOOSERVE_MODELS` or from BentoML's model store, as `ZOOSERVE_MODEL_SOURCE` says (`folder` or
-`store`); left unset, a Bento serves from its own store and everything else from the folder."""
+`store`); left unset, a Bento serves from its own store and everything else from the folder.
+
+Which stored models the service declares (and so which ones `bentoml build` packs) is the Bento
+argument `models` (`zooserve bento build` sets it), or every zooserve model in the store. A
+build that would pack no model is refused, and a server with no model to serve is never ready:
+/readyz and /v2/health/ready answer 503, gRPC health says NOT_SERVING, and the log says why."""
 
 from __future__ import annotations
 
@@ -30,12 +35,15 @@ import asyncio
 import dataclasses
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+from bentoml._internal.bento import bento as bentoml_bento
 from bentoml.models import BentoModel
+from grpc_health.v1 import health_pb2
 from pydantic import Field
 
 from service import metrics
@@ -43,7 +51,7 @@ from service.bento_frontend import store, tensors
 from service.bento_frontend.rest import build_v2_app
 from service.bento_frontend.status import error_response
 from service.dataplane import DataPlane, InferenceRequest
-from service.grpc_frontend.server import GrpcFrontend, start_grpc_server
+from service.grpc_frontend.server import INFERENCE_SERVICE, GrpcFrontend, start_grpc_server
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -60,6 +68,39 @@ def _zoo_in_store() -> list[str]:
     except Exception as exc:  # an unreadable store must not stop a folder-backed server
         log.warning("cannot list BentoML's model store: %s", exc)
         return []
+
+
+def building_a_bento() -> bool:
+    """True while a Bento is being built from this module (`bentoml build`, or BentoML's
+    Python build API that `zooserve bento build` calls). BentoML 1.4 has no build hook or
+    flag to ask, so look for its `Bento.create` on the call stack; tests/test_bento_build.py
+    fails if a BentoML upgrade moves it."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "create" and code.co_filename == bentoml_bento.__file__:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def declared_models() -> list[str]:
+    """The zoo models the service declares: those the Bento argument `models` names
+    (comma-separated `name` or `name:version`), or every zooserve model in the store. A Bento
+    with no model would build fine and serve nothing, so the build is refused here."""
+    requested = getattr(bentoml.use_arguments(), "models", None)
+    building = building_a_bento()
+    if requested is None and not building:
+        return _zoo_in_store()
+    tags = store.select_zoo_tags(requested)
+    if building and not tags:
+        raise store.ZooStoreError(
+            "refusing to build a Bento with no models: BentoML's model store "
+            f"({store.store_location()}) holds no zooserve model; "
+            "`zooserve bento build` imports the repository's models and builds the Bento "
+            "(or run `zooserve bento import` before `bentoml build`)"
+        )
+    return tags
 
 
 def model_source(running_from_bento: bool) -> str:
@@ -88,34 +129,70 @@ class ZooServe:
         self.grpc: GrpcFrontend | None = None
         self._links: tempfile.TemporaryDirectory | None = None
         self.source = model_source(running_from_bento=ZooServe.bento is not None)
+        missing: list[str] = []
         if self.source == "store":
             self._links = tempfile.TemporaryDirectory(prefix="zooserve-store-")
-            tags = [str(m.tag) for m in ZooServe.models]
-            root = store.repository_from_store(tags, Path(self._links.name))
+            tags = self._declared_tags()
+            missing = store.missing_tags(tags)
+            present = [tag for tag in tags if tag not in missing]
+            root = store.repository_from_store(present, Path(self._links.name))
         else:
             root = SETTINGS.models
         log.info("loading models from the %s %s", self.source, root)
         self.dataplane = DataPlane.from_settings(dataclasses.replace(SETTINGS, models=root))
+        self.unready_reason = self._why_never_ready(missing)
+        if self.unready_reason:
+            log.error("not ready: %s", self.unready_reason)
+
+    @staticmethod
+    def _declared_tags() -> list[str]:
+        """A Bento serves the models it was built with (a Bento of BentoML 1.4 refers to
+        models in the store rather than holding them, and the store may hold more);
+        otherwise the service serves those it declared at import."""
+        if ZooServe.bento is not None:
+            return sorted(str(m.tag) for m in ZooServe.bento.info.all_models)
+        return [str(m.tag) for m in ZooServe.models]
+
+    def _why_never_ready(self, missing: list[str]) -> str:
+        """A one-line reason why this server can never become ready, or "" if it can."""
+        if missing:
+            return (
+                f"model {', '.join(missing)} not in BentoML's model store "
+                f"({store.store_location()}); `zooserve bento import` puts the zoo there"
+            )
+        if self.dataplane.index():
+            return ""
+        if self.source == "store":
+            return (
+                f"no models to serve: BentoML's model store ({store.store_location()}) holds "
+                "no zooserve model; `zooserve bento import` puts the zoo there"
+            )
+        return f"no models to serve: no <name>/<version>/model.onnx under '{SETTINGS.models}'"
 
     @bentoml.on_startup
     async def start_grpc(self) -> None:
         self.grpc = await start_grpc_server(
             self.dataplane, self.settings.host, self.settings.grpc_port
         )
+        if self.unready_reason:  # a gRPC probe must not see SERVING either
+            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", INFERENCE_SERVICE):
+                await self.grpc.health.set(name, not_serving)
 
     @bentoml.on_shutdown
     async def stop(self) -> None:
         if self.grpc is not None:
-            await self.grpc.stop()
+            await self.grpc.stop(self.settings.drain_timeout)
         await asyncio.to_thread(self.dataplane.close)
         if self._links is not None:
             self._links.cleanup()
 
     def ready(self) -> bool:
-        return self.grpc is not None and self.dataplane.ready()
+        return self.grpc is not None and not self.unready_reason and self.dataplane.ready()
 
     def __is_ready__(self) -> bool:
-        """BentoML's /readyz: every model loaded and the gRPC server listening."""
+        """BentoML's /readyz: some model to serve, every model loaded and the gRPC server
+        listening."""
         return self.ready()
 
     def __metrics__(self, content: str) -> str:
@@ -175,5 +252,5 @@ class ZooServe:
 
 # Declare the zoo's models in the model store (the Bento's own when serving a Bento), so that
 # `bentoml build` packs them into the Bento and a Bento finds them again.
-ZooServe.models.extend(BentoModel(tag) for tag in _zoo_in_store())
+ZooServe.models.extend(BentoModel(tag) for tag in declared_models())
 

@@ -5,18 +5,20 @@ the BentoML model `<name>:<version>` (model.onnx and card.json as files; the car
 metadata, the labels and task as labels), made with `bentoml.models.create` (bentoml.onnx is
 deprecated in 1.4). `repository_from_store` lays the stored models out again as
 `<folder>/<name>/<version>/` (symbolic links, no copies), so the core loads them exactly as it
-loads a repository folder: one loader, one set of rules."""
+loads a repository folder: one loader, one set of rules. `select_zoo_tags` says which stored
+models a service (and so a Bento) declares."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import bentoml
-from bentoml.exceptions import NotFound
+from bentoml.exceptions import BentoMLException, NotFound
 
 from service.layout import CARD_FILE, MODEL_FILE, scan_repository, sha256_of_file
 
@@ -26,6 +28,11 @@ log = logging.getLogger(__name__)
 # among whatever else the store holds.
 ZOO_LABEL = "zooserve"
 ZOO_LABEL_VALUE = "model"
+
+
+class ZooStoreError(BentoMLException):
+    """A one-line reason why the store cannot give the models asked for. A BentoMLException,
+    so `bentoml build` and `bentoml serve` print it as one line instead of a traceback."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +49,15 @@ def _stored(tag: str) -> Any | None:
         return None
 
 
-def import_repository(root: Path, force: bool = False) -> list[ImportResult]:
-    """Put every model version of the repository folder into the model store."""
+def import_repository(
+    root: Path, force: bool = False, names: Collection[str] | None = None
+) -> list[ImportResult]:
+    """Put every model version of the repository folder into the model store (only the
+    models called `names`, every version of each, when given)."""
     results = []
     for entry in scan_repository(root):
+        if names is not None and entry.name not in names:
+            continue
         tag = f"{entry.name}:{entry.version}"
         sha = sha256_of_file(entry.path)
         existing = _stored(tag)
@@ -94,6 +106,20 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
+def store_location() -> str:
+    """Where the active model store is (the Bento's own when serving a Bento that has one),
+    for messages."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    active = BentoMLContainer.model_store.get()
+    return str(getattr(active, "_path", BentoMLContainer.model_store_dir.get()))
+
+
+def missing_tags(tags: list[str]) -> list[str]:
+    """Those of `tags` the active model store does not hold."""
+    return [tag for tag in tags if _stored(tag) is None]
+
+
 def zoo_tags() -> list[str]:
     """The tags of the zoo's models in the active model store (the Bento's own when serving
     a Bento), every version, sorted."""
@@ -102,6 +128,28 @@ def zoo_tags() -> list[str]:
         for model in bentoml.models.list()
         if model.info.labels.get(ZOO_LABEL) == ZOO_LABEL_VALUE
     )
+
+
+def select_zoo_tags(requested: str | None = None) -> list[str]:
+    """The zoo models to declare: every one in the store, or the comma-separated `requested`
+    ones, where `penguins:1` is that version and `penguins` every stored version of it."""
+    stored = zoo_tags()
+    if requested is None:
+        return stored
+    chosen: list[str] = []
+    for item in (part.strip() for part in requested.split(",")):
+        if not item:
+            continue
+        matches = [t for t in stored if t == item or t.split(":", 1)[0] == item]
+        if not matches:
+            there = ", ".join(stored) or "none"
+            raise ZooStoreError(
+                f"model '{item}' is not in BentoML's model store ({store_location()}) as a "
+                f"zooserve model (zooserve models there: {there}); `zooserve bento import` "
+                "puts it there"
+            )
+        chosen += [t for t in matches if t not in chosen]
+    return sorted(chosen)
 
 
 def repository_from_store(tags: list[str], folder: Path) -> Path:
