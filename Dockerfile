@@ -78,7 +78,7 @@ ARG SOURCE=""
 ARG REVISION=""
 ARG MODELS=""
 LABEL org.opencontainers.image.title="zooserve" \
-      org.opencontainers.image.description="Open Inference Protocol v2 (gRPC) model server with the models it carries" \
+      org.opencontainers.image.description="Open Inference Protocol v2 (gRPC and HTTP) model server with the models it carries" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.source="${SOURCE}" \
@@ -94,9 +94,11 @@ ENV PATH=/opt/zooserve/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
     ZOOSERVE_MODELS=/models \
     ZOOSERVE_HOST=0.0.0.0 \
     ZOOSERVE_GRPC_PORT=8001 \
+    ZOOSERVE_HTTP_PORT=8000 \
     ZOOSERVE_METRICS_PORT=8002
-# gRPC (Open Inference Protocol v2) and Prometheus metrics, on Triton's port numbers.
-EXPOSE 8001 8002
+# Open Inference Protocol v2 over gRPC and over HTTP (KServe v2 REST), and Prometheus metrics,
+# on Triton's port numbers.
+EXPOSE 8001 8000 8002
 # One numeric user, not root; Kubernetes can check runAsNonRoot against a number.
 USER 10001:10001
 # For plain `docker run`; Kubernetes ignores it and uses its own gRPC probes.

@@ -84,9 +84,9 @@ class ModelRepository:
 
     @property
     def ready(self) -> bool:
-        """Every model version loaded, and on the GPU wherever `cuda` insisted on one
-        (loading already refuses otherwise; this keeps readiness honest regardless)."""
-        if self._failed:
+        """Some model to serve, every model version loaded, and on the GPU wherever `cuda`
+        insisted on one (loading already refuses otherwise; this keeps readiness honest)."""
+        if self._failed or not self._models:  # a server with nothing to serve is not ready
             return False
         return self.device != "cuda" or all(m.device == "GPU" for m in self.models())
 

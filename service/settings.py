@@ -21,7 +21,8 @@ class Settings:
     models: Path = Path("models")
     host: str = "127.0.0.1"
     grpc_port: int = 8001
-    http_port: int = 3000
+    # HTTP: 8000 for `zooserve serve` (as Triton), 3000 for the Bento (as BentoML) when unset.
+    http_port: int | None = None
     metrics_port: int = 8002  # Prometheus metrics of `zooserve serve`, as Triton's
     device: str = "auto"
     max_batch_size: int = 1024

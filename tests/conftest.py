@@ -41,6 +41,7 @@ class RunningServer:
     url: str
     process: subprocess.Popen
     log_path: Path
+    http_url: str = ""  # the KServe v2 REST paths
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -67,11 +68,11 @@ def run_server(
     models: Path, tmp: Path, *args: str, env: dict | None = None
 ) -> Iterator[RunningServer]:
     """Start `python -m zooserve serve` on a free port; stop it (SIGTERM) afterwards."""
-    port = free_port()
+    port, http_port = free_port(), free_port()
     log_path = tmp / f"server-{port}.log"
     command = [sys.executable, "-m", "zooserve", "serve", "--models", str(models),
                "--host", "127.0.0.1", "--grpc-port", str(port),
-               "--metrics-port", str(free_port()), *args]
+               "--metrics-port", str(free_port()), "--http-port", str(http_port), *args]
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -80,7 +81,7 @@ def run_server(
     url = f"127.0.0.1:{port}"
     try:
         _wait_until_serving(url, process, log_path)
-        yield RunningServer(url, process, log_path)
+        yield RunningServer(url, process, log_path, f"http://127.0.0.1:{http_port}")
     finally:
         process.terminate()
         try:

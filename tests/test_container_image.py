@@ -104,7 +104,8 @@ def penguins_image(base) -> str:
 @dataclass
 class Container:
     name: str
-    url: str
+    url: str  # gRPC
+    http_url: str  # KServe v2 REST
     metrics_url: str
 
     def logs(self) -> str:
@@ -137,16 +138,17 @@ def wait_serving(container: Container) -> float:
 def run(image: str, *extra: str) -> Iterator[Container]:
     """The image run as Kubernetes would: numeric non-root user, read-only root filesystem
     with a tmpfs at /tmp, no capabilities, no privilege escalation."""
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port, http_port, metrics_port = free_port(), free_port(), free_port()
     name = f"zooserve-test-{uuid.uuid4().hex[:8]}"
     docker(
         "run", "-d", "--name", name, "--network", "host",
         "--read-only", "--tmpfs", "/tmp", "--user", USER,
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "-e", f"ZOOSERVE_GRPC_PORT={grpc_port}", "-e", f"ZOOSERVE_METRICS_PORT={metrics_port}",
+        "-e", f"ZOOSERVE_GRPC_PORT={grpc_port}", "-e", f"ZOOSERVE_HTTP_PORT={http_port}",
+        "-e", f"ZOOSERVE_METRICS_PORT={metrics_port}",
         *extra, image,
     )
-    container = Container(name, f"127.0.0.1:{grpc_port}",
+    container = Container(name, f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}",
                           f"http://127.0.0.1:{metrics_port}/metrics")
     try:
         print(f"{image}: start to SERVING in {wait_serving(container):.1f} s")
@@ -185,6 +187,7 @@ def test_the_zoo_image_serves_its_models_like_onnx_runtime(zoo_image):
         expected = local_run("penguins", {"features": features})
         np.testing.assert_allclose(served["probabilities"], expected["probabilities"], rtol=1e-5)
         assert [LABELS[i] for i in served["probabilities"].argmax(axis=1)] == species
+        served_penguins = served["probabilities"]
 
         served = infer(client, "digits", {"image": digits})
         expected = local_run("digits", {"image": digits})
@@ -201,6 +204,19 @@ def test_the_zoo_image_serves_its_models_like_onnx_runtime(zoo_image):
         assert re.search(r'nv_inference_request_success\{model="digits",version="1"\} 1\.0',
                          metrics)
 
+        # The same model over HTTP, KServe v2 REST.
+        body = {"inputs": [{"name": "features", "datatype": "FP32",
+                            "shape": list(features.shape), "data": features.ravel().tolist()}]}
+        request = urllib.request.Request(
+            f"{container.http_url}/v2/models/penguins/infer", data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            (output,) = json.loads(reply.read())["outputs"]
+        np.testing.assert_allclose(np.reshape(output["data"], output["shape"]),
+                                   served_penguins,
+                                   rtol=1e-5)
+
         # The image's own health command (its HEALTHCHECK) agrees.
         done = docker("exec", container.name, "zooserve", "health")
         assert done.stdout.strip() == "SERVING"
@@ -212,7 +228,7 @@ def test_the_image_runs_as_a_numeric_user_on_a_read_only_root(zoo_image):
                                zoo_image).stdout)
     assert config["User"] == USER
     assert config["Entrypoint"] == ["zooserve", "serve"]
-    assert set(config["ExposedPorts"]) >= {"8001/tcp", "8002/tcp"}
+    assert set(config["ExposedPorts"]) == {"8000/tcp", "8001/tcp", "8002/tcp"}
     with run(zoo_image) as container:
         assert docker("exec", container.name, "id", "-u").stdout.strip() == "10001"
         # zooserve itself is PID 1, so SIGTERM reaches it.

@@ -20,7 +20,8 @@ KIND_CPU = grpcclient.model_config_pb2.ModelInstanceGroup.KIND_CPU
 
 def serve_once(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "zooserve", "serve", "--models", str(MODELS),
-               "--grpc-port", str(free_port()), "--metrics-port", str(free_port()), *args]
+               "--grpc-port", str(free_port()), "--metrics-port", str(free_port()),
+               "--http-port", str(free_port()), *args]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ZOOSERVE_")}
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60,
                           env={**clean, **(env or {})})

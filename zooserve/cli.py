@@ -26,6 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
             "models": args.models,
             "host": args.host,
             "grpc_port": args.grpc_port,
+            "http_port": args.http_port,
             "metrics_port": args.metrics_port,
             "device": args.device,
             "log_level": args.log_level,
@@ -39,8 +40,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if not settings.models.is_dir():
         raise SystemExit(f"zooserve serve: error: models folder '{settings.models}' does not exist")
-    from service.grpc_frontend.server import serve
     from service.runtime import DeviceUnavailable
+    from service.server import serve
 
     try:
         serve(settings)
@@ -107,10 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="zooserve", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    serve = commands.add_parser("serve", help="serve the model repository over gRPC")
+    serve = commands.add_parser(
+        "serve", help="serve the model repository over gRPC and HTTP (Open Inference Protocol)"
+    )
     serve.add_argument("--models", help="model repository folder [ZOOSERVE_MODELS, models]")
     serve.add_argument("--host", help="address to listen on [ZOOSERVE_HOST, 127.0.0.1]")
     serve.add_argument("--grpc-port", help="gRPC port [ZOOSERVE_GRPC_PORT, 8001]")
+    serve.add_argument(
+        "--http-port", help="HTTP port, KServe v2 REST [ZOOSERVE_HTTP_PORT, 8000]"
+    )
     serve.add_argument(
         "--metrics-port", help="Prometheus metrics port, HTTP [ZOOSERVE_METRICS_PORT, 8002]"
     )

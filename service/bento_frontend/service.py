@@ -47,17 +47,19 @@ from grpc_health.v1 import health_pb2
 from pydantic import Field
 
 from service import metrics
-from service.bento_frontend import store, tensors
-from service.bento_frontend.rest import build_v2_app
-from service.bento_frontend.status import error_response
+from service.bento_frontend import store
 from service.dataplane import DataPlane, InferenceRequest
 from service.grpc_frontend.server import INFERENCE_SERVICE, GrpcFrontend, start_grpc_server
+from service.http_frontend import tensors
+from service.http_frontend.rest import build_v2_app
+from service.http_frontend.status import error_response
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 SETTINGS = Settings.from_sources()
 MODEL_SOURCES = ("folder", "store")
+BENTO_HTTP_PORT = 3000  # BentoML's own default, unless ZOOSERVE_HTTP_PORT says otherwise
 
 PENGUIN_EXAMPLE = {"features": [[39.1, 18.7, 181.0, 3750.0]]}
 
@@ -118,7 +120,8 @@ def model_source(running_from_bento: bool) -> str:
 @bentoml.service(
     name="zooserve",
     workers=1,
-    http={"host": SETTINGS.host, "port": SETTINGS.http_port},
+    http={"host": SETTINGS.host, "port": BENTO_HTTP_PORT if SETTINGS.http_port is None
+          else SETTINGS.http_port},
     traffic={"timeout": 60},
     labels={"project": "zooserve"},
 )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -14,8 +12,6 @@ from service.dataplane import DataPlane, DrainReport
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
 from service.grpc_frontend.servicer import InferenceServicer
-from service.metrics import start_metrics_server
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +30,22 @@ class GrpcFrontend:
         self.port = port
         self.health = health_servicer
 
-    async def stop(self, drain_timeout: float) -> DrainReport:
-        """Drain, then close: health turns NOT_SERVING (for the server and every model) and
-        ServerReady false, new inference requests are refused with UNAVAILABLE, and the
-        requests already taken on are answered (up to `drain_timeout` seconds) before the
-        server closes its connections."""
+    async def start_draining(self) -> None:
+        """Health turns NOT_SERVING for the server and every model, for good."""
         await self.health.enter_graceful_shutdown()
-        report = await self.dataplane.drain(drain_timeout)
+
+    async def close(self) -> None:
+        """Close the connections. Call it after the drain: what is left then is connections,
+        not requests."""
         await self.server.stop(CLOSE_GRACE_S)
+
+    async def stop(self, drain_timeout: float) -> DrainReport:
+        """Drain, then close: health turns NOT_SERVING and ServerReady false, new inference
+        requests are refused with UNAVAILABLE, and the requests already taken on are answered
+        (up to `drain_timeout` seconds) before the server closes its connections."""
+        await self.start_draining()
+        report = await self.dataplane.drain(drain_timeout)
+        await self.close()
         return report
 
 
@@ -77,29 +81,3 @@ async def start_grpc_server(dataplane: DataPlane, host: str, port: int) -> GrpcF
     await server.start()
     log.info("gRPC server listening on %s:%d", host, bound)
     return GrpcFrontend(dataplane, server, bound, health_servicer)
-
-
-async def _serve(settings: Settings) -> None:
-    dataplane = DataPlane.from_settings(settings)
-    frontend = await start_grpc_server(dataplane, settings.host, settings.grpc_port)
-    metrics = start_metrics_server(dataplane, settings.host, settings.metrics_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("ready: %d model versions", len(dataplane.models()))
-    await stop.wait()
-    log.info("draining: new requests refused, up to %.0f s for those in flight",
-             settings.drain_timeout)
-    report = await frontend.stop(settings.drain_timeout)
-    if report.answered < report.accepted:
-        log.warning("drain timed out: %s", report.describe())
-    else:
-        log.info("drained: %s", report.describe())
-    dataplane.close()
-    metrics.shutdown()
-
-
-def serve(settings: Settings) -> None:
-    """Run the gRPC server until SIGINT or SIGTERM."""
-    asyncio.run(_serve(settings))

@@ -1,4 +1,5 @@
-"""JSON to core objects and back, for both HTTP surfaces of the BentoML frontend.
+"""JSON to core objects and back, for the HTTP surfaces: the KServe v2 REST paths (served by
+`zooserve serve` and mounted in the Bento) and the Bento's own `predict` API.
 
 Two request shapes reach the core through here:
 

@@ -1,5 +1,6 @@
-"""The KServe v2 REST paths (Open Inference Protocol over HTTP/JSON) as a small Starlette app
-that the BentoML service mounts next to its own APIs. Each handler converts, delegates to the
+"""The KServe v2 REST paths (Open Inference Protocol over HTTP/JSON) as a small Starlette app:
+`zooserve serve` runs it on its HTTP port (`server.py`) and the BentoML service mounts it next
+to its own APIs. Each handler converts, delegates to the
 DataPlane, converts back; errors go through the one HTTP table in `status.py`."""
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.bento_frontend import tensors
-from service.bento_frontend.status import error_response
 from service.dataplane import DataPlane
 from service.errors import invalid_argument, unavailable
+from service.http_frontend import tensors
+from service.http_frontend.status import error_response
 
 # The Triton extensions the gRPC frontend implements; over HTTP only the core verbs exist.
 EXTENSIONS: list[str] = []

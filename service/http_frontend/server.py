@@ -1,0 +1,81 @@
+"""Run the KServe v2 REST app inside `zooserve serve`'s event loop, beside the gRPC server and
+over the same DataPlane, with uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+import uvicorn
+
+from service.dataplane import DataPlane
+from service.http_frontend.rest import build_v2_app
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own SIGINT/SIGTERM handling: `zooserve serve` owns the signals and
+    drains every frontend together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+
+class HttpFrontend:
+    """A running HTTP server over one DataPlane (the `Frontend` the REST app asks for)."""
+
+    def __init__(self, dataplane: DataPlane, server: _Server, task: asyncio.Task, port: int):
+        self.dataplane = dataplane
+        self.port = port
+        self._server = server
+        self._task = task
+
+    def ready(self) -> bool:
+        return self.dataplane.ready()
+
+    async def stop(self) -> None:
+        """Close the listener and the idle connections; requests still running finish first
+        (the DataPlane's drain has already waited for them)."""
+        self._server.should_exit = True
+        await self._task
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen for HTTP on {host}:{port} ({exc.strerror})") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+async def start_http_server(
+    dataplane: DataPlane, host: str, port: int, drain_timeout: float = 30.0
+) -> HttpFrontend:
+    sock = _listen(host, port)
+    frontend: HttpFrontend | None = None
+    app = build_v2_app(lambda: frontend)
+    config = uvicorn.Config(
+        app, lifespan="off", access_log=False, log_level="warning",
+        timeout_graceful_shutdown=max(1, int(drain_timeout)),
+    )
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():  # it failed to start: say why
+            task.result()
+            raise OSError(f"the HTTP server on {host}:{port} stopped while starting")
+        await asyncio.sleep(0.01)
+    bound = sock.getsockname()[1]
+    frontend = HttpFrontend(dataplane, server, task, bound)
+    log.info("HTTP server (KServe v2 REST) listening on %s:%d", host, bound)
+    return frontend
