@@ -1,6 +1,6 @@
 """The errors the core raises. Each carries a kind; every frontend maps kinds to its own
 status codes in one table (gRPC: service/grpc_frontend/status.py, HTTP:
-service/bento_frontend/status.py), so a client's mistake always reaches the client as the
+service/http_frontend/status.py), so a client's mistake always reaches the client as the
 same kind of answer, whatever the protocol. `as_serving_error` is the one place any other
 exception becomes an answer."""
 
