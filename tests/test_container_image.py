@@ -248,6 +248,28 @@ def test_the_image_runs_as_a_numeric_user_on_a_read_only_root(zoo_image):
         assert leftovers.stdout.strip() == ""
 
 
+def test_onnx_runtime_threads_follow_the_containers_cpu_limit(zoo_image):
+    """ONNX Runtime would size its pool to the host's cores; the server reads the container's
+    CPU limit (here `docker run --cpus 1`, a cgroup quota) instead. One inference thread, so
+    that the automatic count is the whole limit."""
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2:
+        pytest.skip("needs a host with 2 cores or more to tell a 1-core limit apart")
+
+    def intra_op_threads(*extra: str) -> tuple[str, str]:
+        with run(zoo_image, "-e", "ZOOSERVE_INFERENCE_THREADS=1", *extra) as container:
+            client = grpcclient.InferenceServerClient(container.url)
+            config = client.get_model_config("digits", as_json=True)["config"]
+            client.close()
+            return config["parameters"]["intra_op_thread_count"]["string_value"], container.logs()
+
+    unlimited, _ = intra_op_threads()
+    limited, log = intra_op_threads("--cpus", "1")
+    assert unlimited == str(cores)
+    assert limited == "1", log
+    assert re.search(r"CPU limit 1 \(cgroup quota 1 cores", log), log
+
+
 def test_the_image_says_what_it_carries(zoo_image, penguins_image):
     def label(image: str) -> list[str]:
         labels = json.loads(docker("image", "inspect", "--format", "{{json .Config.Labels}}",
