@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,3 +98,21 @@ def scan_repository(root: Path) -> list[ModelEntry]:
                 continue
             entries.append(ModelEntry(model_dir.name, version, model_file))
     return entries
+
+
+def select_models(root: Path, names: Iterable[str] | None = None) -> list[ModelEntry]:
+    """Every version of the models called `names` (of every model when None), in
+    scan_repository's order. A name the repository does not have raises LookupError with a
+    one-line message naming the models it does have."""
+    entries = scan_repository(root)
+    if names is None:
+        return entries
+    wanted = list(dict.fromkeys(names))
+    available = sorted({entry.name for entry in entries})
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise LookupError(
+            f"no model {', '.join(repr(n) for n in unknown)} under '{root}'; "
+            f"models there: {', '.join(available) or 'none'}"
+        )
+    return [entry for entry in entries if entry.name in wanted]

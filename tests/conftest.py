@@ -22,12 +22,16 @@ MODELS = ROOT / "models"
 START_TIMEOUT_S = 60
 
 
+# The local stand-in for python:3.11-slim-bookworm that scripts/image-base builds.
+STAND_IN_BASE = os.environ.get("ZOOSERVE_STAND_IN_BASE", "zooserve-stand-in/python:3.11-bookworm")
+
+
 def pytest_report_header(config) -> str:
-    base = os.environ.get("ZOOSERVE_STAND_IN_BASE", "zooserve-stand-in/python:3.11-bookworm")
     if os.environ.get("ZOOSERVE_SKIP_CONTAINER_TESTS") == "1":
         return "container tests: left out (ZOOSERVE_SKIP_CONTAINER_TESTS=1)"
-    return (f"container tests: images built FROM {base}, a STAND-IN made by scripts/image-base "
-            "(debootstrap bookworm + Debian's python3), not python:3.11-slim-bookworm")
+    return (f"container tests: images built FROM {STAND_IN_BASE}, a STAND-IN made by "
+            "scripts/image-base (debootstrap bookworm + Debian's python3), not "
+            "python:3.11-slim-bookworm")
 
 
 def free_port() -> int:

@@ -33,11 +33,10 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS, ROOT, free_port
+from tests.conftest import MODELS, ROOT, STAND_IN_BASE, free_port
 from tests.penguin_rows import LABELS, one_of_each
 
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
-STAND_IN_BASE = os.environ.get("ZOOSERVE_STAND_IN_BASE", "zooserve-stand-in/python:3.11-bookworm")
 USER = "10001:10001"
 START_TIMEOUT_S = 90
 STOP_GRACE_S = 30

@@ -55,27 +55,16 @@ def plan_build(
     cuda: str = "13",
 ) -> BuildPlan:
     """Check the request against the repository and work out the build's arguments."""
-    from service.layout import scan_repository, sha256_of_file
+    from service.layout import select_models, sha256_of_file
 
-    try:
-        entries = scan_repository(repository)
-    except FileNotFoundError as exc:
-        raise ImageError(str(exc)) from None
-    available = sorted({entry.name for entry in entries})
     chosen = tuple(dict.fromkeys(models or ()))
-    unknown = [name for name in chosen if name not in available]
-    if unknown:
-        raise ImageError(
-            f"no model {', '.join(repr(n) for n in unknown)} in {repository} "
-            f"(there are: {', '.join(available)})"
-        )
-    if not available:
+    try:
+        carried = select_models(repository, chosen or None)
+    except (FileNotFoundError, LookupError) as exc:
+        raise ImageError(str(exc)) from None
+    if not carried:
         raise ImageError(f"no models in {repository}: an image without models serves nothing")
-    carried = [e for e in entries if not chosen or e.name in chosen]
-    label = ",".join(
-        f"{e.name}:{e.version}@sha256:{sha256_of_file(e.path)}"
-        for e in sorted(carried, key=_entry_key)
-    )
+    label = ",".join(f"{e.name}:{e.version}@sha256:{sha256_of_file(e.path)}" for e in carried)
     target = "gpu" if gpu else "cpu"
     if cuda not in CUDA_REQUIREMENTS:
         raise ImageError(f"--cuda must be one of {', '.join(CUDA_REQUIREMENTS)}, got {cuda}")
@@ -93,10 +82,6 @@ def plan_build(
     if base:
         build_args["BASE"] = base
     return BuildPlan(tag, target, chosen, label, build_args)
-
-
-def _entry_key(entry) -> tuple[str, int]:
-    return entry.name, entry.version
 
 
 def _project_version() -> str:

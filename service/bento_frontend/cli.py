@@ -100,17 +100,14 @@ def _build(args: argparse.Namespace) -> int:
     if not bentofile.is_file():
         raise fail(f"bentofile '{bentofile}' does not exist")
 
-    from service.layout import scan_repository
+    from service.layout import select_models
 
-    available = sorted({entry.name for entry in scan_repository(root)})
-    if not available:
+    try:
+        chosen = select_models(root, args.only)
+    except LookupError as exc:
+        raise fail(str(exc)) from None
+    if not chosen:
         raise fail(f"no models found under '{root}': nothing to build a Bento of")
-    unknown = [name for name in args.only or [] if name not in available]
-    if unknown:
-        raise fail(
-            f"no model {', '.join(repr(n) for n in unknown)} under '{root}'; "
-            f"models there: {', '.join(available)}"
-        )
 
     import bentoml
 
