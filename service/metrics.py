@@ -6,23 +6,41 @@ Triton).
 prometheus_client writes every counter with a `_total` suffix; Triton's series have none
 (`nv_inference_request_success`), and dashboards built for Triton query those exact names.
 So the series are exposed untyped under Triton's names: Prometheus scrapes and `rate()`s
-them all the same."""
+them all the same.
+
+With `--workers N` each worker serves its own series on a loopback port only the parent
+knows, and the parent alone answers the metrics port, with `WorkerMetricsSum`: every series
+summed over the workers, read at scrape time. A worker that does not answer within
+WORKER_SCRAPE_TIMEOUT_S does not fail the scrape: its last values stand in (so the sums
+never go backwards, which Prometheus would take for a counter reset), and
+`zooserve_worker_metrics_fresh{worker="i"}` is 0 for it in that scrape, 1 otherwise."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 from prometheus_client.metrics_core import Metric, UntypedMetricFamily
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from service.dataplane import DataPlane
-from service.statistics import StatisticsSnapshot
+if TYPE_CHECKING:  # the workers' parent imports this module and loads no models
+    from service.dataplane import DataPlane
+    from service.statistics import StatisticsSnapshot
 
 log = logging.getLogger(__name__)
+
+# How long a scrape of the parent waits for the workers' own metrics.
+WORKER_SCRAPE_TIMEOUT_S = 2.0
+FRESH_SERIES = "zooserve_worker_metrics_fresh"
 
 LABELS = ["model", "version"]
 
@@ -88,12 +106,97 @@ def exposition(dataplane: DataPlane) -> str:
     return generate_latest(registry_for(dataplane)).decode("utf-8")
 
 
-def start_metrics_server(dataplane: DataPlane, host: str, port: int) -> WSGIServer:
+def start_metrics_server(
+    dataplane: DataPlane, host: str, port: int, quiet: bool = False
+) -> WSGIServer:
     """Serve the metrics over HTTP on host:port (any path answers); returns the server,
-    whose `server_port` is the port really bound and whose `shutdown()` stops it."""
+    whose `server_port` is the port really bound and whose `shutdown()` stops it.
+    `quiet`: no log line (a worker's internal port, which only its parent reads)."""
+    return _serve_registry(registry_for(dataplane), host, port, quiet)
+
+
+def start_worker_metrics_server(view: WorkerMetricsSum, host: str, port: int) -> WSGIServer:
+    """Serve the sum over the workers on host:port, as `start_metrics_server` serves one."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(view)
+    return _serve_registry(registry, host, port)
+
+
+def _serve_registry(registry: CollectorRegistry, host: str, port: int,
+                    quiet: bool = False) -> WSGIServer:
     try:
-        server, _ = start_http_server(port, addr=host, registry=registry_for(dataplane))
+        server, _ = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise OSError(f"cannot listen for metrics on {host}:{port}: {exc.strerror}") from None
-    log.info("metrics on http://%s:%d/metrics", host, server.server_port)
+    if not quiet:
+        log.info("metrics on http://%s:%d/metrics", host, server.server_port)
     return server
+
+
+class WorkerMetricsSum(Collector):
+    """The metrics of several workers as one: at each scrape, every worker's metrics port
+    (on loopback) is read at once, and each series is summed over the workers by name and
+    labels. A worker that does not answer within `timeout_s` keeps its last values in the
+    sum and is marked not fresh (see the module's docstring)."""
+
+    def __init__(self, timeout_s: float = WORKER_SCRAPE_TIMEOUT_S) -> None:
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._ports: dict[int, int] = {}  # worker number -> its loopback metrics port
+        self._last: dict[int, list[Metric]] = {}  # worker number -> its last answer
+        self._readers = ThreadPoolExecutor(thread_name_prefix="worker-metrics")
+
+    def add_worker(self, worker: int, port: int) -> None:
+        with self._lock:
+            self._ports[worker] = port
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            ports = dict(self._ports)
+        reads = {w: self._readers.submit(_read_metrics, port, self.timeout_s)
+                 for w, port in ports.items()}
+        wait_for(reads.values(), timeout=self.timeout_s)
+        fresh = UntypedMetricFamily(
+            FRESH_SERIES,
+            "1 if this scrape read the worker's metrics, 0 if the worker did not answer in "
+            "time and its last values are in the sums",
+            labels=["worker"],
+        )
+        with self._lock:
+            for worker, read in sorted(reads.items()):
+                answered = read.done() and read.exception() is None
+                if answered:
+                    self._last[worker] = read.result()
+                else:
+                    log.warning("metrics: worker %d did not answer within %.0f s (%s); its "
+                                "last values stand in", worker, self.timeout_s,
+                                read.exception() if read.done() else "still waiting")
+                fresh.add_metric([str(worker)], 1.0 if answered else 0.0)
+            answers = [self._last[w] for w in sorted(self._last)]
+        yield from _summed(answers)
+        yield fresh
+
+
+def _read_metrics(port: int, timeout_s: float) -> list[Metric]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as reply:
+        text = reply.read().decode("utf-8")
+    return list(text_string_to_metric_families(text))
+
+
+def _summed(answers: list[list[Metric]]) -> Iterator[Metric]:
+    """One family per name, each sample the sum of that sample (name and labels) over the
+    answers, in the order they first appear."""
+    families: dict[str, Metric] = {}
+    totals: dict[str, dict[tuple, float]] = {}
+    for answer in answers:
+        for family in answer:
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type)
+                totals[family.name] = {}
+            for sample in family.samples:
+                key = (sample.name, tuple(sample.labels.items()))
+                totals[family.name][key] = totals[family.name].get(key, 0.0) + sample.value
+    for name, family in families.items():
+        for (sample_name, labels), value in totals[name].items():
+            family.add_sample(sample_name, dict(labels), value)
+        yield family

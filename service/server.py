@@ -2,46 +2,70 @@
 server with the KServe v2 REST paths (8000) and the Prometheus metrics (8002), as Triton lays
 them out. It runs until SIGINT or SIGTERM, then drains every frontend together: health turns
 NOT_SERVING, new requests are refused (gRPC UNAVAILABLE, HTTP 503), the requests already taken
-on are answered, and only then do the listeners close."""
+on are answered, and only then do the listeners close.
+
+The ports are checked before the models load, so a port in use stops the server at once with
+one line naming it; no listener sets SO_REUSEPORT, so a second server on a port in use fails
+instead of sharing it. With `--workers N` (N > 1) the process is a parent instead
+(`service.workers`), and each of its workers runs this same server, sharing the gRPC and
+HTTP ports on purpose, with its metrics on a loopback port its parent reads."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from service.dataplane import DataPlane
 from service.grpc_frontend.server import start_grpc_server
 from service.http_frontend.server import start_http_server
 from service.metrics import start_metrics_server
+from service.ports import HTTP_PORT, check_port_free
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.workers import WorkerLink
 
 log = logging.getLogger(__name__)
 
-HTTP_PORT = 8000  # `zooserve serve`'s HTTP port unless ZOOSERVE_HTTP_PORT says otherwise
+__all__ = ["HTTP_PORT", "serve", "serve_worker"]
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, worker: WorkerLink | None = None) -> None:
+    """Serve until SIGINT or SIGTERM (a worker: SIGTERM, or its parent gone), then drain."""
+    sharing = worker is not None  # SO_REUSEPORT on the gRPC and HTTP ports
     dataplane = DataPlane.from_settings(settings)
-    grpc_frontend = await start_grpc_server(dataplane, settings.host, settings.grpc_port)
+    grpc_frontend = await start_grpc_server(
+        dataplane, settings.host, settings.grpc_port, reuse_port=sharing
+    )
     http_port = HTTP_PORT if settings.http_port is None else settings.http_port
     try:
         http_frontend = await start_http_server(
-            dataplane, settings.host, http_port, settings.drain_timeout
+            dataplane, settings.host, http_port, settings.drain_timeout, reuse_port=sharing
         )
     except OSError:
         await grpc_frontend.close()
         raise
     try:
-        metrics = start_metrics_server(dataplane, settings.host, settings.metrics_port)
+        if worker is None:
+            metrics = start_metrics_server(dataplane, settings.host, settings.metrics_port)
+        else:  # only the parent reads it, and serves the sum over the workers
+            metrics = start_metrics_server(dataplane, "127.0.0.1", 0, quiet=True)
     except OSError:
         await asyncio.gather(grpc_frontend.close(), http_frontend.stop())
         raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # A worker leaves SIGINT to its parent, which forwards a SIGTERM to every worker.
+    for sig in (signal.SIGINT, signal.SIGTERM) if worker is None else (signal.SIGTERM,):
         loop.add_signal_handler(sig, stop.set)
     log.info("ready: %d model versions", len(dataplane.models()))
+    if worker is not None:
+        worker.watch_parent(loop, stop.set)
+        worker.ready(metrics.server_port)
+        if worker.stop_requested():  # a SIGTERM while the models loaded
+            stop.set()
     await stop.wait()
 
     log.info("draining: new requests refused, up to %.0f s for those in flight",
@@ -58,5 +82,20 @@ async def _serve(settings: Settings) -> None:
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGINT or SIGTERM, then drain and exit."""
+    """Serve until SIGINT or SIGTERM, then drain and exit; with `settings.workers` > 1, as
+    the parent of that many workers (service.workers)."""
+    if settings.workers > 1:
+        from service.workers import serve_workers
+
+        serve_workers(settings)
+        return
+    check_port_free(settings.host, settings.grpc_port, "gRPC")
+    check_port_free(settings.host, HTTP_PORT if settings.http_port is None
+                    else settings.http_port, "HTTP")
+    check_port_free(settings.host, settings.metrics_port, "metrics")
     asyncio.run(_serve(settings))
+
+
+def serve_worker(settings: Settings, worker: WorkerLink) -> None:
+    """One worker of `zooserve serve --workers N`: the same server, on shared ports."""
+    asyncio.run(_serve(settings, worker))

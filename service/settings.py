@@ -34,6 +34,9 @@ class Settings:
     ort_threads: int = 0
     # On SIGTERM: seconds to wait for the requests in flight before closing anyway.
     drain_timeout: float = 30.0
+    # Worker processes, each with its own models, sharing the gRPC and HTTP ports
+    # (service.workers); 1: one process, no sharing.
+    workers: int = 1
 
     @classmethod
     def from_sources(
@@ -65,7 +68,7 @@ def _convert(name: str, raw: object, source: str) -> object:
         if not 0 <= port <= 65535:
             raise SettingsError(f"{source}: port must be between 0 and 65535, got {text}")
         return port
-    if name in {"max_batch_size", "inference_threads"}:
+    if name in {"max_batch_size", "inference_threads", "workers"}:
         value = _integer(text, source)
         if value < 1:
             raise SettingsError(f"{source}: must be at least 1, got {text}")

@@ -33,6 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
             "max_batch_size": args.max_batch_size,
             "ort_threads": args.ort_threads,
             "drain_timeout": args.drain_timeout,
+            "workers": args.workers,
         }
     )
     logging.basicConfig(
@@ -129,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--drain-timeout",
         help="on SIGTERM, seconds to finish the requests in flight [ZOOSERVE_DRAIN_TIMEOUT, 30]",
+    )
+    serve.add_argument(
+        "--workers",
+        help="worker processes sharing the gRPC and HTTP ports, each with its own models "
+        "[ZOOSERVE_WORKERS, 1]",
     )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR [INFO]")
     serve.set_defaults(func=_serve)

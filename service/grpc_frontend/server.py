@@ -1,4 +1,8 @@
-"""Start and stop the gRPC server: the inference service, health checking and reflection."""
+"""Start and stop the gRPC server: the inference service, health checking and reflection.
+
+gRPC sets SO_REUSEPORT on its listeners unless told not to, and then a second server on the
+same port starts without a word and the kernel splits the connections between the two. So
+it is off unless the caller shares the port on purpose (`zooserve serve --workers N`)."""
 
 from __future__ import annotations
 
@@ -49,11 +53,16 @@ class GrpcFrontend:
         return report
 
 
-async def start_grpc_server(dataplane: DataPlane, host: str, port: int) -> GrpcFrontend:
+async def start_grpc_server(
+    dataplane: DataPlane, host: str, port: int, reuse_port: bool = False
+) -> GrpcFrontend:
+    """Listen on host:port. `reuse_port`: share the port with other processes that set it
+    too (the workers of one `zooserve serve`); off, a port in use is an error."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
@@ -75,7 +84,10 @@ async def start_grpc_server(dataplane: DataPlane, host: str, port: int) -> GrpcF
          reflection.SERVICE_NAME],
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # recent grpcio raises where older versions returned 0
+        bound = 0
     if bound == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{port} (in use or not allowed)")
     await server.start()

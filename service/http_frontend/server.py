@@ -44,10 +44,12 @@ class HttpFrontend:
         await self._task
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:  # the workers of one `zooserve serve --workers N` share the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -59,9 +61,11 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 async def start_http_server(
-    dataplane: DataPlane, host: str, port: int, drain_timeout: float = 30.0
+    dataplane: DataPlane, host: str, port: int, drain_timeout: float = 30.0,
+    reuse_port: bool = False,
 ) -> HttpFrontend:
-    sock = _listen(host, port)
+    """Listen on host:port (SO_REUSEPORT only with `reuse_port`, as the gRPC server)."""
+    sock = _listen(host, port, reuse_port)
     frontend: HttpFrontend | None = None
     app = build_v2_app(lambda: frontend)
     config = uvicorn.Config(
