@@ -8,19 +8,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from service import __version__
+from service.batching import Batcher, BatchResult
 from service.cpus import CpuLimit, auto_intra_op_threads, detect_cpu_limit
 from service.errors import ServingError, unavailable
 from service.repository import IndexEntry, ModelRepository
 from service.runtime import LoadedModel
 from service.settings import Settings
 from service.statistics import StatisticsSnapshot
+
+T = TypeVar("T")
 
 SERVER_NAME = "zooserve"
 
@@ -35,6 +39,11 @@ class InferenceRequest:
     inputs: Mapping[str, np.ndarray]
     requested_outputs: Sequence[str] | None = None
     id: str = ""
+    # When the frontend began to decode it (time.perf_counter_ns): decoding counts as the
+    # request's compute_input, as Triton counts it.
+    received_ns: int = field(default_factory=time.perf_counter_ns)
+    # time.monotonic() by which the client wants its answer; None: no deadline.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class DataPlane:
             max_workers=inference_threads, thread_name_prefix="inference"
         )
         self._closing = False
+        self._batchers: dict[tuple[asyncio.AbstractEventLoop, LoadedModel], Batcher] = {}
         # Inference requests taken on, answered (with outputs or an error) and refused while
         # draining: `drain` waits until every request taken on is answered.
         self._accepted = 0
@@ -79,7 +89,8 @@ class DataPlane:
         `cuda` was asked for and cannot be had."""
         threads = ort_threads(settings, cpu_limit or detect_cpu_limit())
         repository = ModelRepository(
-            settings.models, settings.device, settings.max_batch_size, threads
+            settings.models, settings.device, settings.max_batch_size, threads,
+            cache_dir=settings.cache_dir,
         )
         repository.load()
         return cls(repository, settings.inference_threads)
@@ -140,30 +151,51 @@ class DataPlane:
         return [(m, m.statistics.snapshot()) for m in models]
 
     # inference
-    async def infer(self, request: InferenceRequest) -> InferenceResponse:
+    async def infer(
+        self, request: InferenceRequest, encode: Callable[[InferenceResponse], T] | None = None
+    ) -> T | InferenceResponse:
+        """Run one request through its model's queue and answer it, encoded by the
+        frontend's `encode` when given: the encoding is timed as the request's
+        compute_output, so the statistics cover the request's whole time in the server."""
         if self._closing:
             self._refused += 1
             raise unavailable("the server is shutting down; send the request again (to "
                               "another replica)")
         self._accepted += 1
+        model = request.model
         try:
-            return await self._run(request)
+            prepared = model.prepare(request.inputs, request.requested_outputs)
+            queued = time.perf_counter_ns()
+            batcher = self._batcher(model)
+            result: BatchResult | None = batcher.run_now(prepared)
+            if result is None:
+                result = await batcher.submit(prepared, request.deadline)
+            answered = time.perf_counter_ns()
+            datatypes = {name: model.output_datatypes[name] for name in result.outputs}
+            response = InferenceResponse(
+                model.name, model.version, result.outputs, datatypes, id=request.id,
+                labels=model.labels,
+            )
+            encoded = encode(response) if encode is not None else response
+        except ServingError:
+            model.statistics.record_failure(time.perf_counter_ns() - request.received_ns)
+            raise
         finally:
             self._answered += 1
-
-    async def _run(self, request: InferenceRequest) -> InferenceResponse:
-        model = request.model
-        arrived = time.perf_counter_ns()
-
-        def work() -> dict[str, np.ndarray]:
-            queued = time.perf_counter_ns() - arrived
-            return model.run(request.inputs, request.requested_outputs, queued_ns=queued)
-
-        outputs = await asyncio.get_running_loop().run_in_executor(self._executor, work)
-        datatypes = {name: model.output_datatypes[name] for name in outputs}
-        return InferenceResponse(
-            model.name, model.version, outputs, datatypes, id=request.id, labels=model.labels
+        model.statistics.record_success(
+            result.queue_ns,
+            queued - request.received_ns + result.input_ns,
+            result.infer_ns,
+            result.output_ns + time.perf_counter_ns() - answered,
         )
+        return encoded
+
+    def _batcher(self, model: LoadedModel) -> Batcher:
+        key = (asyncio.get_running_loop(), model)
+        batcher = self._batchers.get(key)
+        if batcher is None:
+            batcher = self._batchers[key] = Batcher(model, self._executor)
+        return batcher
 
     async def drain(self, timeout: float) -> DrainReport:
         """Refuse new inference requests (UNAVAILABLE; readiness turns false) and wait up to
@@ -177,6 +209,8 @@ class DataPlane:
     def close(self) -> None:
         """Stop taking requests (readiness turns false) and let running ones finish."""
         self._closing = True
+        for batcher in self._batchers.values():
+            batcher.close()
         self._executor.shutdown(wait=True)
 
 

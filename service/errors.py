@@ -19,6 +19,8 @@ class ErrorKind(enum.Enum):
     NOT_FOUND = "not found"  # no such model or version
     INVALID_ARGUMENT = "invalid argument"  # the request does not fit the model
     UNAVAILABLE = "unavailable"  # the server cannot answer now (not ready, shutting down)
+    RESOURCE_EXHAUSTED = "resource exhausted"  # the model's queue is full: retry later
+    DEADLINE_EXCEEDED = "deadline exceeded"  # the client's deadline passed before the run
     INTERNAL = "internal"  # our fault, never the client's
 
 
@@ -42,6 +44,14 @@ def invalid_argument(message: str) -> ServingError:
 
 def unavailable(message: str) -> ServingError:
     return ServingError(ErrorKind.UNAVAILABLE, message)
+
+
+def resource_exhausted(message: str) -> ServingError:
+    return ServingError(ErrorKind.RESOURCE_EXHAUSTED, message)
+
+
+def deadline_exceeded(message: str) -> ServingError:
+    return ServingError(ErrorKind.DEADLINE_EXCEEDED, message)
 
 
 def as_serving_error(exc: BaseException, where: str) -> ServingError:

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "card.json"
+# Beside the version folders: how the server runs the model (service/serving_config.py).
+SERVING_FILE = "serving.json"
 
 # Triton's rule: a version folder is a positive number written without a leading zero
 # (`007` is ignored), and it must fit the protocol's int64 (at most 18 digits keeps it clear).

@@ -23,6 +23,20 @@ class IndexEntry:
     reason: str
 
 
+def describe_serving(model: LoadedModel) -> str:
+    """How the model is served, for its startup log line."""
+    if model.max_batch_size:
+        batching = model.config.dynamic_batching
+        how = (f"batches up to {model.max_batch_size} rows, waiting up to "
+               f"{batching.max_queue_delay_us} us")
+    else:
+        how = "one request per run"
+    run = f"{model.run_ns / 1000:.0f} us per run of one row" if model.run_ns else "not timed"
+    where = "on the event loop" if model.runs_inline(1) else "on an inference thread"
+    return (f"{how}, queue of {model.config.max_queue_size}, warm-up {run}, "
+            f"small runs {where}")
+
+
 class ModelRepository:
     """The loaded models of one repository folder."""
 
@@ -33,12 +47,14 @@ class ModelRepository:
         max_batch_size: int = 1024,
         intra_op_threads: int = 0,
         create: SessionFactory | None = None,  # tests stand in for ONNX Runtime with it
+        cache_dir: Path | None = None,
     ) -> None:
         self.root = root
         self.device = device
         self.max_batch_size = max_batch_size
         self.intra_op_threads = intra_op_threads
         self._create = create
+        self.cache_dir = cache_dir
         self._models: dict[str, dict[int, LoadedModel]] = {}
         self._failed: dict[tuple[str, int], str] = {}
 
@@ -58,6 +74,7 @@ class ModelRepository:
                     self.max_batch_size,
                     intra_op_threads=self.intra_op_threads,
                     create=self._create,
+                    cache_dir=self.cache_dir,
                 )
             except DeviceUnavailable:
                 raise
@@ -69,7 +86,7 @@ class ModelRepository:
             self._models.setdefault(entry.name, {})[entry.version] = model
             log.info(
                 "loaded %s version %d from %s on %s (providers %s; intra-op threads %s); "
-                "inputs %s; outputs %s",
+                "inputs %s; outputs %s; %s",
                 entry.name,
                 entry.version,
                 entry.path,
@@ -78,6 +95,7 @@ class ModelRepository:
                 model.intra_op_threads or "ONNX Runtime's default",
                 ", ".join(f"{s.name} {s.describe()}" for s in model.inputs),
                 ", ".join(f"{s.name} {s.describe()}" for s in model.outputs),
+                describe_serving(model),
             )
         if not self._models and not self._failed:
             log.warning("no models found under %s", self.root)
@@ -88,7 +106,8 @@ class ModelRepository:
         insisted on one (loading already refuses otherwise; this keeps readiness honest)."""
         if self._failed or not self._models:  # a server with nothing to serve is not ready
             return False
-        return self.device != "cuda" or all(m.device == "GPU" for m in self.models())
+        on_gpu_only = self.device in ("cuda", "tensorrt")
+        return not on_gpu_only or all(m.device == "GPU" for m in self.models())
 
     def names(self) -> list[str]:
         return sorted(self._models)

@@ -5,8 +5,12 @@ signature here, before they reach ONNX Runtime."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
+import math
+import os
+import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from service import layout
 from service.codecs import object_array
 from service.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE
 from service.errors import ErrorKind, ServingError, invalid_argument
+from service.serving_config import ServingConfig, read_serving_config
 from service.statistics import ModelStatistics
 
 if TYPE_CHECKING:  # onnxruntime is imported where a session is made, not to read this module
@@ -28,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
 # What runs every model, in the words Triton and KServe use for an ONNX Runtime model.
 PLATFORM = "onnxruntime_onnx"
 
@@ -59,6 +65,7 @@ SessionFactory = Callable[[str, list[str], int], "ort.InferenceSession"]
 
 # The words an operator reads in a one-line startup error about the device.
 CUDA_SETTING = "--device cuda (ZOOSERVE_DEVICE=cuda)"
+TENSORRT_SETTING = "--device tensorrt (ZOOSERVE_DEVICE=tensorrt)"
 
 
 class DeviceUnavailable(RuntimeError):
@@ -67,8 +74,10 @@ class DeviceUnavailable(RuntimeError):
     would be slower than the operator planned for, and nobody would notice."""
 
 
-def _create_session(path: str, providers: list[str], intra_op_threads: int = 0):
-    """An ONNX Runtime session with zooserve's thread settings.
+def _create_session(
+    path: str, providers: list[str], intra_op_threads: int = 0, cache_dir: Path | None = None
+):
+    """An ONNX Runtime session with zooserve's thread and graph settings.
 
     `intra_op_threads` counts the calling thread (1: no pool at all; 0: ONNX Runtime's
     default, as wide as the host). Inter-op threads serve only the parallel execution
@@ -76,7 +85,11 @@ def _create_session(path: str, providers: list[str], intra_op_threads: int = 0):
     exists its threads do not spin while they wait for work: zooserve runs several sessions
     side by side on its inference threads, and a spinning pool takes cores (and a
     container's CPU quota) from the requests running on them; this holds for CUDA sessions
-    too, whose pool only serves the few nodes left on the CPU."""
+    too, whose pool only serves the few nodes left on the CPU.
+
+    Every graph optimisation is on (ORT_ENABLE_ALL, ONNX Runtime's default, set here so it
+    is a decision). With `cache_dir`, the optimised graph is kept there and later sessions
+    load it with optimisation off: see `optimized_model_cache`."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -85,7 +98,74 @@ def _create_session(path: str, providers: list[str], intra_op_threads: int = 0):
     options.inter_op_num_threads = 1
     if intra_op_threads != 1:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(path, sess_options=options, providers=providers)
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    cached, fresh = optimized_model_cache(cache_dir, Path(path), providers)
+    if cached is not None:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        try:
+            return ort.InferenceSession(str(cached), sess_options=options, providers=providers)
+        except Exception as exc:  # a damaged cache entry costs one optimisation, no more
+            log.warning("ignoring the cached optimised model %s: %s", cached, _one_line(exc))
+            cached.unlink(missing_ok=True)
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if fresh is not None:
+        # Written beside the cache and renamed into place once whole, so a session never
+        # loads half a file; warnings only, as ONNX Runtime warns that the optimised graph
+        # suits this machine, which the cache key already says.
+        options.optimized_model_filepath = str(fresh.with_suffix(f".{os.getpid()}.tmp"))
+        options.log_severity_level = 3
+    session = ort.InferenceSession(path, sess_options=options, providers=providers)
+    if fresh is not None:
+        written = Path(options.optimized_model_filepath)
+        try:
+            written.replace(fresh)
+        except OSError as exc:
+            log.warning("could not cache the optimised model at %s: %s", fresh, exc)
+            written.unlink(missing_ok=True)
+    return session
+
+
+def optimized_model_cache(
+    cache_dir: Path | None, model: Path, providers: Sequence[str]
+) -> tuple[Path | None, Path | None]:
+    """(the cached optimised model to load, or None; where to write one, or None).
+
+    ONNX Runtime's fully optimised graph may use this CPU's instruction set and the chosen
+    providers' fused kernels, so the key holds the model's bytes, the onnxruntime version,
+    the providers and the CPU's feature flags: a copied cache or a changed model is never
+    reused. TensorRT builds its own engines and is not cached here. An unusable cache
+    folder means no cache, with one warning."""
+    if cache_dir is None or any("Tensorrt" in p for p in providers):
+        return None, None
+    import onnxruntime as ort
+
+    key = hashlib.sha256()
+    for part in (layout.sha256_of_file(model), ort.__version__, ",".join(providers),
+                 _cpu_flags()):
+        key.update(part.encode() + b"\0")
+    entry = cache_dir / f"{key.hexdigest()[:32]}.onnx"
+    if entry.is_file():
+        return entry, None
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        log.warning("no optimised-model cache: cannot create %s: %s", cache_dir, exc)
+        return None, None
+    if not os.access(cache_dir, os.W_OK):
+        log.warning("no optimised-model cache: %s is not writable", cache_dir)
+        return None, None
+    return None, entry
+
+
+@functools.cache
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
 
 
 @functools.cache
@@ -134,6 +214,8 @@ def open_session(
         available = ort.get_available_providers()
     available = list(available)
     create = create or _create_session
+    if device == "tensorrt":
+        return _open_tensorrt_session(path, available, create, intra_op_threads, prepare)
     if device == "cpu" or (device == "auto" and CUDA not in available):
         return create(str(path), [CPU], intra_op_threads)
     if device == "cuda" and CUDA not in available:
@@ -165,14 +247,71 @@ def open_session(
     return session
 
 
+def _open_tensorrt_session(
+    path: Path,
+    available: list[str],
+    create: SessionFactory,
+    intra_op_threads: int,
+    prepare: Callable[[], str] | None,
+) -> ort.InferenceSession:
+    """`tensorrt` insists on TensorRT, with CUDA and then the CPU for the nodes TensorRT
+    does not take (ONNX Runtime assigns each node to the first provider that can run it).
+    TensorRT builds an engine per input shape on first use, so the warm-up's shapes start
+    fast and others pay once; its engines are not in zooserve's optimised-model cache."""
+    if TENSORRT not in available:
+        raise DeviceUnavailable(
+            f"{TENSORRT_SETTING}: this onnxruntime build has no TensorRT provider (it has "
+            f"{', '.join(available)}); TensorRT needs onnxruntime-gpu with the TensorRT "
+            "libraries installed"
+        )
+    preload_problem = (prepare or prepare_cuda)()
+    try:
+        session = create(str(path), [TENSORRT, CUDA, CPU], intra_op_threads)
+    except Exception as exc:
+        raise DeviceUnavailable(
+            f"{TENSORRT_SETTING}: the TensorRT provider failed for {path}: {_one_line(exc)}"
+        ) from None
+    if TENSORRT not in session.get_providers():
+        why = preload_problem or "ONNX Runtime's own error above says why"
+        raise DeviceUnavailable(
+            f"{TENSORRT_SETTING}: ONNX Runtime could not create the TensorRT provider for "
+            f"{path} (TensorRT libraries missing or no GPU; {why})"
+        )
+    return session
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 300 else text[:300] + "..."
 
 
 def device_of(providers: Sequence[str]) -> str:
-    """GPU when the CUDA provider is in use, else CPU (Triton's instance kinds)."""
-    return "GPU" if CUDA in providers else "CPU"
+    """GPU when the CUDA or TensorRT provider is in use, else CPU (Triton's instance kinds)."""
+    return "GPU" if CUDA in providers or TENSORRT in providers else "CPU"
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """One request checked against the signature, as ONNX Runtime takes it: its rows (the
+    batch size; 1 for a model that does not batch), its feeds and the outputs it wants."""
+
+    rows: int
+    feeds: dict[str, np.ndarray]
+    output_names: list[str]
+
+    def fits_with(self, other: PreparedRequest) -> bool:
+        """Whether the two can run in one batch: every input's shape agrees past the
+        first axis (a model with free inner axes may get differently shaped requests)."""
+        return all(
+            other.feeds[name].shape[1:] == array.shape[1:] for name, array in self.feeds.items()
+        )
+
+
+# A run cheaper than this is made on the event loop that received the request: handing it
+# to a thread and back costs the loop more than the run itself (issue 8's profile: the
+# hand-off was 19% of the server's time on the tiny model, ONNX Runtime 1%).
+INLINE_BELOW_NS = 150_000
+WARM_UP_RUNS = 5
 
 
 class LoadedModel:
@@ -184,12 +323,14 @@ class LoadedModel:
         session: ort.InferenceSession,
         card: Mapping,
         max_batch_size: int,
+        config: ServingConfig | None = None,
     ) -> None:
         self.name = name
         self.version = version
         self.path = path
         self.session = session
         self.card = dict(card)
+        self.config = config or ServingConfig()
         self.inputs = [_spec(node) for node in session.get_inputs()]
         self.outputs = [_spec(node) for node in session.get_outputs()]
         self.providers: list[str] = list(session.get_providers())
@@ -199,15 +340,28 @@ class LoadedModel:
         self.intra_op_threads: int = options.intra_op_num_threads
         self.inter_op_threads: int = options.inter_op_num_threads
         self.statistics = ModelStatistics()
-        # A model batches when every tensor's first axis is free: the request's batch.
+        # A model batches when every tensor's first axis is free: the request's batch, and
+        # the dynamic batcher's, which stacks requests along it.
         self.batchable = all(s.shape and s.shape[0] == -1 for s in self.inputs + self.outputs)
-        self.max_batch_size = max_batch_size if self.batchable else 0
+        batching = self.config.dynamic_batching
+        if self.batchable:
+            self.max_batch_size = min(max_batch_size, batching.max_batch_size or max_batch_size)
+        else:
+            self.max_batch_size = 0
+        # Rows the batcher waits for (up to max_queue_delay_us) before it runs a batch.
+        self.preferred_batch_sizes = [
+            size for size in batching.preferred_batch_sizes if size <= max(self.max_batch_size, 1)
+        ]
         self._inputs_by_name = {s.name: s for s in self.inputs}
         self._output_names = [s.name for s in self.outputs]
         self.output_datatypes = {s.name: s.datatype for s in self.outputs}
         meta = session.get_modelmeta().custom_metadata_map
         labels = self.card.get("labels") or json.loads(meta.get("labels", "null") or "null")
         self.labels: list[str] | None = [str(x) for x in labels] if labels else None
+        # The cost of one run, from the warm-up: fixed part and per row (0: not measured).
+        self.run_ns = 0
+        self.row_ns = 0
+        self.warm_up_problem = ""
 
     @classmethod
     def load(
@@ -219,10 +373,18 @@ class LoadedModel:
         max_batch_size: int,
         intra_op_threads: int = 0,
         create: SessionFactory | None = None,
+        cache_dir: Path | None = None,
     ) -> LoadedModel:
         card = layout.read_card(path.parent)
+        config = read_serving_config(path.parent.parent)
+        if config.intra_op_threads is not None:  # this model's own choice wins
+            intra_op_threads = config.intra_op_threads
+        if create is None:
+            create = functools.partial(_create_session, cache_dir=cache_dir)
         session = open_session(path, device, create=create, intra_op_threads=intra_op_threads)
-        return cls(name, version, path, session, card, max_batch_size)
+        model = cls(name, version, path, session, card, max_batch_size, config)
+        model.warm_up()
+        return model
 
     @property
     def task(self) -> str:
@@ -230,6 +392,41 @@ class LoadedModel:
 
     def _who(self) -> str:
         return f"model '{self.name}' version {self.version}"
+
+    def warm_up(self) -> None:
+        """Run the model on zeros before the first request, so that request does not pay
+        for ONNX Runtime's first-run allocations, and time it: one row and, for a model
+        that batches, eight rows. A model that cannot run on zeros still serves; it is
+        then run on a thread, never inline."""
+        try:
+            for rows in (1, 8) if self.batchable else (1,):
+                feeds = {s.name: _zeros(s, rows) for s in self.inputs}
+                self.execute(feeds, self._output_names)  # the first run allocates
+                times = []
+                for _ in range(WARM_UP_RUNS):
+                    start = time.perf_counter_ns()
+                    self.execute(feeds, self._output_names)
+                    times.append(time.perf_counter_ns() - start)
+                median = sorted(times)[len(times) // 2]
+                if rows == 1:
+                    self.run_ns = median
+                else:
+                    self.row_ns = max(0, (median - self.run_ns) // (rows - 1))
+        except Exception as exc:
+            self.warm_up_problem = _one_line(exc)
+            self.run_ns = self.row_ns = 0
+            log.warning("warm-up of %s failed (%s); it serves, on a thread", self._who(),
+                        self.warm_up_problem)
+
+    def runs_inline(self, rows: int) -> bool:
+        """Whether a run of this many rows is made on the event loop rather than a thread:
+        `execution` in serving.json, or (auto) when the warm-up says it is cheaper than the
+        hand-off."""
+        if self.config.execution != "auto":
+            return self.config.execution == "inline"
+        if not self.run_ns or self.device == "GPU":
+            return False
+        return self.run_ns + (rows - 1) * self.row_ns < INLINE_BELOW_NS
 
     def input_spec(self, name: str) -> TensorSpec:
         """The signature of one input; a name the model does not have is the client's
@@ -289,7 +486,7 @@ class LoadedModel:
 
     def output_names(self, requested: Sequence[str] | None) -> list[str]:
         if not requested:
-            return list(self._output_names)
+            return self._output_names
         for name in requested:
             if name not in self._output_names:
                 raise invalid_argument(
@@ -298,33 +495,29 @@ class LoadedModel:
                 )
         return list(dict.fromkeys(requested))
 
-    def run(
-        self,
-        inputs: Mapping[str, np.ndarray],
-        requested_outputs: Sequence[str] | None = None,
-        queued_ns: int = 0,
-    ) -> dict[str, np.ndarray]:
-        """Validate and run one request; count it, whether it succeeds or fails."""
-        start = time.perf_counter_ns()
+    def prepare(
+        self, inputs: Mapping[str, np.ndarray], requested_outputs: Sequence[str] | None = None
+    ) -> PreparedRequest:
+        """Check one request and put its inputs in the form ONNX Runtime takes; a client's
+        mistake raises INVALID_ARGUMENT here, before the request joins a batch."""
+        rows = self.validate(inputs)
+        names = self.output_names(requested_outputs)
+        feeds = {spec.name: _feed(spec, inputs[spec.name]) for spec in self.inputs}
+        return PreparedRequest(rows, feeds, names)
+
+    def execute(self, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
+        """One ONNX Runtime run; its errors become ServingErrors."""
         try:
-            batch = self.validate(inputs)
-            names = self.output_names(requested_outputs)
-            feeds = {spec.name: _feed(spec, inputs[spec.name]) for spec in self.inputs}
-            ready = time.perf_counter_ns()
-            try:
-                results = self.session.run(names, feeds)
-            except Exception as exc:  # ONNX Runtime's own errors
-                raise _runtime_error(self.name, exc) from exc
-            done = time.perf_counter_ns()
-            outputs = dict(zip(names, results, strict=True))
-            finished = time.perf_counter_ns()
-        except ServingError:
-            self.statistics.record_failure(time.perf_counter_ns() - start + queued_ns)
-            raise
-        self.statistics.record_success(
-            batch, queued_ns, ready - start, done - ready, finished - done
-        )
-        return outputs
+            return self.session.run(names, feeds)
+        except Exception as exc:  # ONNX Runtime's own errors
+            raise _runtime_error(self.name, exc) from exc
+
+
+def _zeros(spec: TensorSpec, rows: int) -> np.ndarray:
+    shape = [rows if axis == 0 and d == -1 else max(d, 1) for axis, d in enumerate(spec.shape)]
+    if spec.datatype == "BYTES":
+        return object_array([""] * math.prod(shape), shape)
+    return np.zeros(shape, dtype=spec.dtype)
 
 
 def _check_shape(spec: TensorSpec, shape: tuple[int, ...], who: str) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -34,6 +34,9 @@ class Settings:
     ort_threads: int = 0
     # On SIGTERM: seconds to wait for the requests in flight before closing anyway.
     drain_timeout: float = 30.0
+    # Where ONNX Runtime's optimised graphs are kept between starts (service.runtime,
+    # optimized_model_cache); "off" (None): optimise at every start.
+    cache_dir: Path | None = field(default_factory=lambda: default_cache_dir())
     # Worker processes, each with its own models, sharing the gRPC and HTTP ports
     # (service.workers); 1: one process, no sharing.
     workers: int = 1
@@ -59,10 +62,17 @@ class Settings:
         return cls(**values)
 
 
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "zooserve" / "onnxruntime"
+
+
 def _convert(name: str, raw: object, source: str) -> object:
     text = str(raw).strip()
     if name == "models":
         return Path(text)
+    if name == "cache_dir":
+        return None if text.lower() in {"off", "none"} else Path(text)
     if name in {"grpc_port", "http_port", "metrics_port"}:
         port = _integer(text, source)
         if not 0 <= port <= 65535:

@@ -42,7 +42,7 @@ def test_metrics_port_defaults_to_tritons_and_reads_the_environment():
 @pytest.mark.parametrize("flags,env,fragment", [
     ({"grpc_port": "http"}, {}, "--grpc-port: expected an integer, got 'http'"),
     ({}, {"ZOOSERVE_GRPC_PORT": "70000"}, "ZOOSERVE_GRPC_PORT: port must be between"),
-    ({"device": "tpu"}, {}, "--device: must be one of auto, cpu, cuda, got 'tpu'"),
+    ({"device": "tpu"}, {}, "--device: must be one of auto, cpu, cuda, tensorrt, got 'tpu'"),
     ({}, {"ZOOSERVE_MAX_BATCH_SIZE": "0"}, "ZOOSERVE_MAX_BATCH_SIZE: must be at least 1"),
     ({}, {"ZOOSERVE_METRICS_PORT": "-1"}, "ZOOSERVE_METRICS_PORT: port must be between"),
     ({"ort_threads": "-1"}, {}, "--ort-threads: must be 0 or auto (chosen from the CPU limit)"),

@@ -34,6 +34,7 @@ def _serve(args: argparse.Namespace) -> int:
             "ort_threads": args.ort_threads,
             "drain_timeout": args.drain_timeout,
             "workers": args.workers,
+            "cache_dir": args.cache_dir,
         }
     )
     logging.basicConfig(
@@ -121,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--metrics-port", help="Prometheus metrics port, HTTP [ZOOSERVE_METRICS_PORT, 8002]"
     )
-    serve.add_argument("--device", help="auto, cpu or cuda [ZOOSERVE_DEVICE, auto]")
+    serve.add_argument("--device", help="auto, cpu, cuda or tensorrt [ZOOSERVE_DEVICE, auto]")
     serve.add_argument("--max-batch-size", help="largest batch accepted [1024]")
     serve.add_argument(
         "--ort-threads",
@@ -135,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         help="worker processes sharing the gRPC and HTTP ports, each with its own models "
         "[ZOOSERVE_WORKERS, 1]",
+    )
+    serve.add_argument(
+        "--cache-dir",
+        help="folder for ONNX Runtime's optimised graphs; off: none "
+        "[ZOOSERVE_CACHE_DIR, ~/.cache/zooserve/onnxruntime]",
     )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR [INFO]")
     serve.set_defaults(func=_serve)

@@ -37,6 +37,7 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -241,16 +242,17 @@ class ZooServe:
         """Run a model. Outputs come back as tensors (nested lists with their shape and
         datatype); a classifier's answer also lists each row's labels with probabilities."""
         try:
+            received = time.perf_counter_ns()
             loaded = self.dataplane.model(model, version or None)
             request = InferenceRequest(
                 model=loaded,
                 inputs=tensors.decode_inputs(loaded, inputs),
                 requested_outputs=outputs or None,
+                received_ns=received,
             )
-            response = await self.dataplane.infer(request)
+            return await self.dataplane.infer(request, tensors.predict_response)
         except Exception as exc:
             return error_response(exc, f"predict {model}")  # type: ignore[return-value]
-        return tensors.predict_response(response)
 
 
 # Declare the zoo's models in the model store (the Bento's own when serving a Bento), so that

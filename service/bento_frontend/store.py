@@ -20,7 +20,7 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import BentoMLException, NotFound
 
-from service.layout import CARD_FILE, MODEL_FILE, scan_repository, sha256_of_file
+from service.layout import CARD_FILE, MODEL_FILE, SERVING_FILE, scan_repository, sha256_of_file
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +86,11 @@ def import_repository(
         try:
             with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
                 shutil.copy2(entry.path, Path(model.path) / MODEL_FILE)
-                card_path = entry.folder / CARD_FILE
-                if card_path.exists():
-                    shutil.copy2(card_path, Path(model.path) / CARD_FILE)
+                # The card beside the model; how the model is served (serving.json, kept
+                # beside the version folders in a repository) travels with each version.
+                for source in (entry.folder / CARD_FILE, entry.folder.parent / SERVING_FILE):
+                    if source.exists():
+                        shutil.copy2(source, Path(model.path) / source.name)
         except ValueError as exc:  # e.g. a name BentoML's tags do not allow
             results.append(ImportResult(tag, "skipped", str(exc)))
             continue
@@ -165,5 +167,8 @@ def repository_from_store(tags: list[str], folder: Path) -> Path:
             source = Path(model.path) / filename
             if source.exists():
                 (target / filename).symlink_to(source.resolve())
+        serving = Path(model.path) / SERVING_FILE
+        if serving.exists() and not (target.parent / SERVING_FILE).exists():
+            (target.parent / SERVING_FILE).symlink_to(serving.resolve())
         log.info("model %s from the BentoML model store at %s", tag, model.path)
     return folder

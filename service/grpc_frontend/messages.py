@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 
@@ -17,8 +18,14 @@ from service.runtime import PLATFORM, LoadedModel, TensorSpec
 from service.statistics import Duration, StatisticsSnapshot
 
 
-def inference_request(message: pb.ModelInferRequest, model: LoadedModel) -> InferenceRequest:
-    """A ModelInfer request for the model it names (already looked up)."""
+def inference_request(
+    message: pb.ModelInferRequest,
+    model: LoadedModel,
+    received_ns: int | None = None,
+    deadline: float | None = None,
+) -> InferenceRequest:
+    """A ModelInfer request for the model it names (already looked up); `received_ns`:
+    when decoding began, `deadline`: the client's, as time.monotonic()."""
     inputs: dict[str, np.ndarray] = {}
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
@@ -35,6 +42,8 @@ def inference_request(message: pb.ModelInferRequest, model: LoadedModel) -> Infe
         inputs=inputs,
         requested_outputs=[o.name for o in message.outputs] or None,
         id=message.id,
+        received_ns=time.perf_counter_ns() if received_ns is None else received_ns,
+        deadline=deadline,
     )
 
 
@@ -87,6 +96,8 @@ def model_config(model: LoadedModel) -> pb.ModelConfigResponse:
         "intra_op_thread_count": str(model.intra_op_threads),
         "inter_op_thread_count": str(model.inter_op_threads),
         "task": model.task,
+        "max_queue_size": str(model.config.max_queue_size),
+        "execution": "inline" if model.runs_inline(1) else "thread",
         "description": str(model.card.get("description", "")),
     }
     if model.labels:
@@ -112,7 +123,7 @@ def model_config(model: LoadedModel) -> pb.ModelConfigResponse:
         instance_group=[
             config_pb.ModelInstanceGroup(
                 name=model.name,
-                count=1,
+                count=model.config.instances,
                 kind=config_pb.ModelInstanceGroup.KIND_GPU
                 if on_gpu
                 else config_pb.ModelInstanceGroup.KIND_CPU,
@@ -120,9 +131,24 @@ def model_config(model: LoadedModel) -> pb.ModelConfigResponse:
             )
         ],
         default_model_filename=model.path.name,
+        dynamic_batching=_dynamic_batching(model),
         parameters={k: config_pb.ModelParameter(string_value=v) for k, v in parameters.items()},
     )
     return pb.ModelConfigResponse(config=config)
+
+
+def _dynamic_batching(model: LoadedModel) -> config_pb.ModelDynamicBatching | None:
+    """Triton's dynamic_batching block, for a model the batcher batches (one whose first
+    axis is free); the queue bound is its default_queue_policy."""
+    if not model.max_batch_size:
+        return None
+    return config_pb.ModelDynamicBatching(
+        preferred_batch_size=model.preferred_batch_sizes,
+        max_queue_delay_microseconds=model.config.dynamic_batching.max_queue_delay_us,
+        default_queue_policy=config_pb.ModelQueuePolicy(
+            max_queue_size=model.config.max_queue_size,
+        ),
+    )
 
 
 def _duration(d: Duration) -> pb.StatisticDuration:

@@ -3,7 +3,9 @@ back."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import time
 
 import grpc
 
@@ -15,6 +17,8 @@ from service.grpc_frontend.status import grpc_status
 
 # Triton protocol extensions that zooserve implements in full.
 EXTENSIONS = ["model_configuration", "statistics"]
+# Requests of one stream in flight at once.
+STREAM_WINDOW = 128
 
 
 def _answers_errors(method):
@@ -64,9 +68,55 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_answers_errors
     async def ModelInfer(self, request, context):
+        received = time.perf_counter_ns()
         model = self.dataplane.model(request.model_name, request.model_version or None)
-        response = await self.dataplane.infer(messages.inference_request(request, model))
-        return messages.infer_response(response)
+        inference = messages.inference_request(request, model, received, _deadline(context))
+        return await self.dataplane.infer(inference, messages.infer_response)
+
+    async def ModelStreamInfer(self, request_iterator, context):
+        """Triton's streaming inference: many requests on one bidirectional stream, each
+        answered on it as a ModelStreamInferResponse, in the order they came. The client
+        pays gRPC's per-call cost once per stream, not once per request. Requests of one
+        stream run concurrently (so they batch together); at most STREAM_WINDOW are in
+        flight, beyond that the stream is not read (gRPC's flow control holds the client).
+        A request's error is its own response's `error_message`; the stream goes on."""
+        in_order: asyncio.Queue = asyncio.Queue(maxsize=STREAM_WINDOW)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    received = time.perf_counter_ns()
+                    await in_order.put(asyncio.ensure_future(self._stream_one(request, received)))
+            finally:
+                await in_order.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (answer := await in_order.get()) is not None:
+                yield await answer
+            await reader  # a broken stream raises here
+        finally:
+            reader.cancel()
+            while not in_order.empty():
+                left = in_order.get_nowait()
+                if left is not None:
+                    left.cancel()
+
+    async def _stream_one(self, request, received: int) -> pb.ModelStreamInferResponse:
+        try:
+            model = self.dataplane.model(request.model_name, request.model_version or None)
+            inference = messages.inference_request(request, model, received, None)
+            response = await self.dataplane.infer(inference, messages.infer_response)
+        except Exception as exc:
+            _, message = grpc_status(exc, "ModelStreamInfer")
+            return pb.ModelStreamInferResponse(
+                error_message=message,
+                infer_response=pb.ModelInferResponse(
+                    model_name=request.model_name, model_version=request.model_version,
+                    id=request.id,
+                ),
+            )
+        return pb.ModelStreamInferResponse(infer_response=response)
 
     @_answers_errors
     async def ModelConfig(self, request, context):
@@ -79,3 +129,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @_answers_errors
     async def RepositoryIndex(self, request, context):
         return messages.repository_index(self.dataplane.index(), request.ready)
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The client's deadline as time.monotonic(), for the model's queue to honour."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -103,12 +104,13 @@ def build_v2_app(current: Callable[[], Frontend | None]) -> Starlette:
                 "the binary tensor data extension is not supported over HTTP; send JSON "
                 "tensors, or use gRPC for raw tensors"
             )
+        received = time.perf_counter_ns()
         model = frontend.dataplane.model(name, version)  # NOT_FOUND first, as over gRPC
         body = await _json_body(request)
-        response = await frontend.dataplane.infer(
-            tensors.v2_inference_request(model, body)
+        return await frontend.dataplane.infer(
+            tensors.v2_inference_request(model, body, received),
+            lambda response: JSONResponse(tensors.v2_infer_response(response)),
         )
-        return JSONResponse(tensors.v2_infer_response(response))
 
     return Starlette(routes=routes)
 

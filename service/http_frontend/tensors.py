@@ -13,6 +13,7 @@ Element decoding is `service.codecs`, shared with gRPC, so a mistake reads the s
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -94,8 +95,11 @@ def _unique(pairs) -> dict[str, np.ndarray]:
     return arrays
 
 
-def v2_inference_request(model: LoadedModel, body: object) -> InferenceRequest:
-    """A KServe v2 REST infer body for the model it names (already looked up)."""
+def v2_inference_request(
+    model: LoadedModel, body: object, received_ns: int | None = None
+) -> InferenceRequest:
+    """A KServe v2 REST infer body for the model it names (already looked up);
+    `received_ns`: when reading the body began."""
     if not isinstance(body, Mapping):
         raise invalid_argument('the request body must be a JSON object with "inputs"')
     tensors = body.get("inputs")
@@ -112,6 +116,7 @@ def v2_inference_request(model: LoadedModel, body: object) -> InferenceRequest:
         inputs=_unique(decode_tensor(model, t) for t in tensors),
         requested_outputs=[o["name"] for o in outputs] or None,
         id=str(request_id) if request_id is not None else "",
+        received_ns=time.perf_counter_ns() if received_ns is None else received_ns,
     )
 
 
