@@ -22,9 +22,11 @@ import numpy as np
 import onnxruntime
 import pytest
 import tritonclient.grpc as grpcclient
+from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+from prometheus_client.metrics_core import UntypedMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import WORKER_SCRAPE_TIMEOUT_S
+from service.metrics import WORKER_SCRAPE_TIMEOUT_S, WorkerMetricsSum
 from service.settings import Settings, SettingsError
 from tests.conftest import MODELS, ROOT, free_port, run_server
 
@@ -270,3 +272,39 @@ def test_the_workers_setting():
     assert Settings.from_sources({"workers": "2"}, {"ZOOSERVE_WORKERS": "3"}).workers == 2
     with pytest.raises(SettingsError, match="ZOOSERVE_WORKERS: must be at least 1"):
         Settings.from_sources({}, {"ZOOSERVE_WORKERS": "0"})
+
+
+def test_the_sum_keeps_label_values_that_need_escaping():
+    """Two metrics endpoints (prometheus_client's own servers, in this process) as two
+    workers: the view sums each series by name and labels, escaping intact."""
+    odd = 'pen"gu\\ins'
+
+    class Fixed:
+        def __init__(self, values):
+            self.values = values
+
+        def collect(self):
+            family = UntypedMetricFamily("nv_inference_count", "rows", labels=["model", "version"])
+            for model, value in self.values.items():
+                family.add_metric([model, "1"], value)
+            yield family
+
+    view, servers = WorkerMetricsSum(), []
+    for number, values in ((1, {"penguins": 3, odd: 1}), (2, {"penguins": 4})):
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Fixed(values))
+        server, _ = start_http_server(0, addr="127.0.0.1", registry=registry)
+        servers.append(server)
+        view.add_worker(number, server.server_port)
+    try:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(view)
+        text = generate_latest(registry).decode()
+    finally:
+        for server in servers:
+            server.shutdown()
+    summed = {(s.name, s.labels.get("model", s.labels.get("worker"))): s.value
+              for family in text_string_to_metric_families(text) for s in family.samples}
+    assert summed == {("nv_inference_count", "penguins"): 7, ("nv_inference_count", odd): 1,
+                      ("zooserve_worker_metrics_fresh", "1"): 1,
+                      ("zooserve_worker_metrics_fresh", "2"): 1}
