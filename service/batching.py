@@ -113,7 +113,8 @@ class Batcher:
     def close(self) -> None:
         """Stop the batcher's task (from any thread); requests still waiting are answered
         UNAVAILABLE by the caller's drain, which waits for them first."""
-        self._loop.call_soon_threadsafe(self._task.cancel)
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._task.cancel)
 
     def _wake(self) -> None:
         if self._wakeup is not None:

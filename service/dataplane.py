@@ -220,11 +220,15 @@ def ort_threads(settings: Settings, cpu_limit: CpuLimit) -> int:
     if settings.ort_threads:
         threads, how = settings.ort_threads, "set by --ort-threads / ZOOSERVE_ORT_THREADS"
     else:
-        threads = auto_intra_op_threads(cpu_limit.cores, settings.inference_threads)
+        # Each worker process runs its own sessions: the workers share the CPU limit.
+        cores = max(1, cpu_limit.cores // settings.workers)
+        threads = auto_intra_op_threads(cores, settings.inference_threads)
         how = (
             f"auto: {cpu_limit.cores} cores shared by {settings.inference_threads} "
             "inference threads"
         )
+        if settings.workers > 1:
+            how += f" in each of {settings.workers} workers"
     log.info(
         "ONNX Runtime: %d intra-op thread%s per session (%s); CPU limit %s",
         threads,
@@ -232,11 +236,11 @@ def ort_threads(settings: Settings, cpu_limit: CpuLimit) -> int:
         how,
         cpu_limit.describe(),
     )
-    busy = threads * settings.inference_threads
+    busy = threads * settings.inference_threads * settings.workers
     if settings.ort_threads and busy > max(cpu_limit.cores, settings.inference_threads):
         log.warning(
-            "--ort-threads / ZOOSERVE_ORT_THREADS %d x %d inference threads = %d busy threads "
-            "on %d cores: requests will contend for the CPU",
-            threads, settings.inference_threads, busy, cpu_limit.cores,
+            "--ort-threads / ZOOSERVE_ORT_THREADS %d x %d inference threads x %d workers = %d "
+            "busy threads on %d cores: requests will contend for the CPU",
+            threads, settings.inference_threads, settings.workers, busy, cpu_limit.cores,
         )
     return threads
