@@ -21,9 +21,9 @@ one line, and supervises:
 What is per worker and what is summed: the kernel hands each new connection to one worker,
 and a connection stays with it. The metrics port shows every per-model series summed over
 the workers (`metrics.WorkerMetricsSum`: the parent reads each worker's own metrics from a
-loopback port at scrape time). The gRPC ModelStatistics RPC and HTTP
-`/v2/models/{name}/stats` are answered by whichever worker holds the connection, from that
-worker's own counters: they are per worker, and only the metrics port is the whole server.
+loopback port at scrape time). The gRPC ModelStatistics RPC is answered by whichever worker
+holds the connection, from that worker's own counters: it is per worker, and only the
+metrics port is the whole server.
 """
 
 from __future__ import annotations
