@@ -35,10 +35,10 @@ from service.errors import (
     deadline_exceeded,
     resource_exhausted,
 )
-from service.runtime import LoadedModel, PreparedRequest
+from service.runtime import INLINE_BELOW_NS, LoadedModel, PreparedRequest
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BatchResult:
     """What one request gets back from the run it was part of, and where that run's time
     went: waiting, stacking the batch, the run, splitting out its rows."""
@@ -51,7 +51,7 @@ class BatchResult:
     output_ns: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Waiting:
     prepared: PreparedRequest
     future: asyncio.Future | None  # None: run at once, outside the queue
@@ -83,10 +83,15 @@ class Batcher:
 
     def run_now(self, prepared: PreparedRequest) -> BatchResult | None:
         """Run a request at once, on the event loop, when nothing else of this model waits
-        or runs and the run is cheaper than queueing it (`runs_inline`); None otherwise,
-        and the caller queues it. Saves a cheap model's lone request the queue's two
-        hand-offs between tasks; no request passes one that is waiting."""
-        if self._waiting or self._running or not self.model.runs_inline(prepared.rows):
+        or runs, the model does not wait for batches to fill (no max_queue_delay_us), its
+        runs are made inline and this one costs less than a hand-off between tasks
+        (INLINE_BELOW_NS); None otherwise, and the caller queues it. For such a model a
+        batch saves less than the queue costs; a dearer model queues even when alone, so
+        that requests arriving in the same turn of the loop join its batch. No request
+        passes one that is waiting."""
+        if (self._waiting or self._running or self._delay_s
+                or not self.model.runs_inline(prepared.rows)
+                or not 0 < self.model.estimate_ns(prepared.rows) < INLINE_BELOW_NS):
             return None
         now = time.perf_counter_ns()
         (outcome,) = _run_safely(self.model, [_Waiting(prepared, None, now, None)])

@@ -20,7 +20,7 @@ from service.batching import Batcher, BatchResult
 from service.cpus import CpuLimit, auto_intra_op_threads, detect_cpu_limit
 from service.errors import ServingError, unavailable
 from service.repository import IndexEntry, ModelRepository
-from service.runtime import LoadedModel
+from service.runtime import LoadedModel, inline_limit
 from service.settings import Settings
 from service.statistics import StatisticsSnapshot
 
@@ -87,10 +87,12 @@ class DataPlane:
     def from_settings(cls, settings: Settings, cpu_limit: CpuLimit | None = None) -> DataPlane:
         """Load the repository the settings name. Raises runtime.DeviceUnavailable when
         `cuda` was asked for and cannot be had."""
-        threads = ort_threads(settings, cpu_limit or detect_cpu_limit())
+        cpu_limit = cpu_limit or detect_cpu_limit()
+        threads = ort_threads(settings, cpu_limit)
         repository = ModelRepository(
             settings.models, settings.device, settings.max_batch_size, threads,
             cache_dir=settings.cache_dir,
+            inline_below_ns=inline_limit(max(1, cpu_limit.cores // settings.workers)),
         )
         repository.load()
         return cls(repository, settings.inference_threads)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from service.errors import not_found
 from service.layout import parse_version, scan_repository
-from service.runtime import DeviceUnavailable, LoadedModel, SessionFactory
+from service.runtime import INLINE_BELOW_NS, DeviceUnavailable, LoadedModel, SessionFactory
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,16 @@ def describe_serving(model: LoadedModel) -> str:
                f"{batching.max_queue_delay_us} us")
     else:
         how = "one request per run"
-    run = f"{model.run_ns / 1000:.0f} us per run of one row" if model.run_ns else "not timed"
-    where = "on the event loop" if model.runs_inline(1) else "on an inference thread"
-    return (f"{how}, queue of {model.config.max_queue_size}, warm-up {run}, "
-            f"small runs {where}")
+    if model.run_ns:
+        run = (f"warm-up {model.run_ns / 1000:.0f} us for one row, "
+               f"{model.row_ns / 1000:.0f} us per more")
+    else:
+        run = "not timed"
+    if model.runs_inline(1):
+        where = f"runs up to {model.inline_below_ns / 1e6:g} ms on the event loop"
+    else:
+        where = "runs on an inference thread"
+    return f"{how}, queue of {model.config.max_queue_size}, {run}, {where}"
 
 
 class ModelRepository:
@@ -48,6 +54,7 @@ class ModelRepository:
         intra_op_threads: int = 0,
         create: SessionFactory | None = None,  # tests stand in for ONNX Runtime with it
         cache_dir: Path | None = None,
+        inline_below_ns: int = INLINE_BELOW_NS,
     ) -> None:
         self.root = root
         self.device = device
@@ -55,6 +62,7 @@ class ModelRepository:
         self.intra_op_threads = intra_op_threads
         self._create = create
         self.cache_dir = cache_dir
+        self.inline_below_ns = inline_below_ns
         self._models: dict[str, dict[int, LoadedModel]] = {}
         self._failed: dict[tuple[str, int], str] = {}
 
@@ -75,6 +83,7 @@ class ModelRepository:
                     intra_op_threads=self.intra_op_threads,
                     create=self._create,
                     cache_dir=self.cache_dir,
+                    inline_below_ns=self.inline_below_ns,
                 )
             except DeviceUnavailable:
                 raise
