@@ -79,7 +79,6 @@ def time_calls(session: ort.InferenceSession, batch: int, duration_s: float) -> 
 
 def onnxruntime_part(duration_s: float) -> None:
     available = ort.get_available_providers()
-    say(f"onnxruntime {ort.__version__}; get_available_providers(): {available}")
     wanted = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     if "CUDAExecutionProvider" not in available:
         say("CUDA: not offered by this onnxruntime build; CUDA rows skipped")
@@ -229,6 +228,8 @@ def main() -> None:
     started = time.monotonic()
     say("# gpu_check")
     say()
+    say(f"onnxruntime {ort.__version__}; get_available_providers(): "
+        f"{ort.get_available_providers()}")
     gpu = shutil.which("nvidia-smi")
     if gpu:
         out = subprocess.run([gpu, "-L"], capture_output=True, text=True)
