@@ -228,39 +228,34 @@ def _run_safely(model: LoadedModel, batch: list[_Waiting]) -> list[BatchResult |
 
 def _run(model: LoadedModel, batch: list[_Waiting]) -> list[BatchResult | Exception]:
     """Run one batch (on whichever thread is given it) and split the outputs back."""
-    start = time.perf_counter_ns()
     if len(batch) == 1:
-        prepared = batch[0].prepared
-        feeds, names = prepared.feeds, prepared.output_names
-    else:
-        feeds = {
-            name: np.concatenate([w.prepared.feeds[name] for w in batch])
-            for name in batch[0].prepared.feeds
-        }
-        wanted = {name for w in batch for name in w.prepared.output_names}
-        names = [name for name in model.output_names(None) if name in wanted]
+        return [_run_alone(model, batch[0])]
+    start = time.perf_counter_ns()
+    feeds = {
+        name: np.concatenate([w.prepared.feeds[name] for w in batch])
+        for name in batch[0].prepared.feeds
+    }
+    wanted = {name for w in batch for name in w.prepared.output_names}
+    names = [name for name in model.output_names(None) if name in wanted]
     stacked = time.perf_counter_ns()
     try:
         results = model.execute(feeds, names)
     except ServingError as error:
-        if len(batch) > 1 and error.kind is ErrorKind.INVALID_ARGUMENT:
-            return [_run(model, [item])[0] for item in batch]  # whose input was it?
+        if error.kind is ErrorKind.INVALID_ARGUMENT:
+            return [_run_alone(model, item) for item in batch]  # whose input was it?
         return [error] * len(batch)
     ran = time.perf_counter_ns()
     rows = sum(w.prepared.rows for w in batch)
-    if len(batch) > 1 and any(r.shape[:1] != (rows,) for r in results):
+    if any(r.shape[:1] != (rows,) for r in results):
         # Outputs that do not follow the batch's rows cannot be split: one by one instead.
-        return [_run(model, [item])[0] for item in batch]
+        return [_run_alone(model, item) for item in batch]
     by_name = dict(zip(names, results, strict=True))
     split: list[dict[str, np.ndarray]] = []
     offset = 0
     for item in batch:
-        if len(batch) == 1:
-            split.append({name: by_name[name] for name in item.prepared.output_names})
-        else:
-            end = offset + item.prepared.rows
-            split.append({name: by_name[name][offset:end] for name in item.prepared.output_names})
-            offset = end
+        end = offset + item.prepared.rows
+        split.append({name: by_name[name][offset:end] for name in item.prepared.output_names})
+        offset = end
     done = time.perf_counter_ns()
     model.statistics.record_execution(rows, stacked - start, ran - stacked, done - ran)
     return [
@@ -268,3 +263,17 @@ def _run(model: LoadedModel, batch: list[_Waiting]) -> list[BatchResult | Except
                     done - ran)
         for item, outputs in zip(batch, split, strict=True)
     ]
+
+
+def _run_alone(model: LoadedModel, item: _Waiting) -> BatchResult | ServingError:
+    """One request in a run of its own: no stacking, no splitting."""
+    prepared = item.prepared
+    start = time.perf_counter_ns()
+    try:
+        results = model.execute(prepared.feeds, prepared.output_names)
+    except ServingError as error:
+        return error
+    ran = time.perf_counter_ns()
+    model.statistics.record_execution(prepared.rows, 0, ran - start, 0)
+    return BatchResult(dict(zip(prepared.output_names, results, strict=True)), prepared.rows,
+                       start - item.enqueued_ns, 0, ran - start, 0)

@@ -34,8 +34,8 @@ def _who(name: str, role: str) -> str:
 
 
 def check_shape(name: str, shape: Sequence[int], role: str = INPUT) -> tuple[int, ...]:
-    dims = tuple(int(d) for d in shape)
-    if any(d < 0 for d in dims):
+    dims = tuple(map(int, shape))
+    if dims and min(dims) < 0:
         raise invalid_argument(
             f"{_who(name, role)}: shape {list(dims)} has a negative dimension; "
             "a request names the actual size of every axis"

@@ -57,26 +57,33 @@ class ModelStatistics:
         """One run of the model over `rows` rows (a batch of one or more requests): where
         its time went, under its batch size (Triton's batch statistics)."""
         with self._lock:
-            self._inference_count += rows
-            self._execution_count += 1
-            batch = self._batches.setdefault(rows, BatchDurations())
-            batch.compute_input.add(input_ns)
-            batch.compute_infer.add(infer_ns)
-            batch.compute_output.add(output_ns)
+            self._count_execution(rows, input_ns, infer_ns, output_ns)
 
     def record_success(self, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
         """One request answered, from its arrival to its encoded response: waiting for its
         batch, decoding and checking its inputs (and its share of stacking the batch), the
         run it was part of, splitting and encoding its outputs. The four add up to the
         request's time in the server, so perf_analyzer's breakdown adds up too."""
-        total = queue_ns + input_ns + infer_ns + output_ns
         with self._lock:
-            self._last_inference_ms = time.time_ns() // 1_000_000
-            self._success.add(total)
-            self._queue.add(queue_ns)
-            self._input.add(input_ns)
-            self._infer.add(infer_ns)
-            self._output.add(output_ns)
+            self._count_success(queue_ns, input_ns, infer_ns, output_ns)
+
+    def _count_execution(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        self._inference_count += rows
+        self._execution_count += 1
+        batch = self._batches.get(rows)
+        if batch is None:
+            batch = self._batches[rows] = BatchDurations()
+        batch.compute_input.add(input_ns)
+        batch.compute_infer.add(infer_ns)
+        batch.compute_output.add(output_ns)
+
+    def _count_success(self, queue_ns: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+        self._last_inference_ms = time.time_ns() // 1_000_000
+        self._success.add(queue_ns + input_ns + infer_ns + output_ns)
+        self._queue.add(queue_ns)
+        self._input.add(input_ns)
+        self._infer.add(infer_ns)
+        self._output.add(output_ns)
 
     def record_failure(self, ns: int) -> None:
         with self._lock:
