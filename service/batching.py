@@ -38,7 +38,7 @@ from service.errors import (
 from service.runtime import INLINE_BELOW_NS, LoadedModel, PreparedRequest
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BatchResult:
     """What one request gets back from the run it was part of, and where that run's time
     went: waiting, stacking the batch, the run, splitting out its rows."""
@@ -93,8 +93,7 @@ class Batcher:
                 or not self.model.runs_inline(prepared.rows)
                 or not 0 < self.model.estimate_ns(prepared.rows) < INLINE_BELOW_NS):
             return None
-        now = time.perf_counter_ns()
-        (outcome,) = _run_safely(self.model, [_Waiting(prepared, None, now, None)])
+        outcome = _run_alone(self.model, _Waiting(prepared, None, time.perf_counter_ns(), None))
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
