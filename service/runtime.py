@@ -314,8 +314,7 @@ INLINE_BELOW_NS = 150_000
 # Below 4 cores there is no core to spare for a run beside the event loop and gRPC's own
 # threads, so a hand-off buys no overlap, only its cost and a second thread contending for
 # the GIL: runs are made inline up to this budget, which bounds how long the loop (health
-# checks included) is held. Measured on 2 cores with the digits CNN at concurrency 32:
-# inline answered more per second at less CPU per request than one hand-off per batch.
+# checks included) is held (docs/serving.md says how to compare the two on a machine).
 INLINE_BUDGET_FEW_CORES_NS = 20_000_000
 
 
