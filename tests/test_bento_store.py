@@ -41,6 +41,7 @@ def home(tmp_path_factory) -> Iterator[Path]:
     """A BENTOML_HOME with the test repository imported."""
     tmp = tmp_path_factory.mktemp("store")
     repository = make_test_repository(tmp / "models")
+    (repository / "penguins" / "serving.json").write_text('{"max_queue_size": 7}')
     home = tmp / "bentoml"
     imported = ok(command("zooserve", "bento", "import", "--models", str(repository), home=home))
     assert imported.stdout.splitlines()[:2] == [
@@ -67,6 +68,8 @@ def test_import_keeps_the_card_and_labels(home):
     assert model["metadata"]["card"]["name"] == "penguins"
     stored = home / "models" / "penguins" / "1"
     assert (stored / "model.onnx").is_file() and (stored / "card.json").is_file()
+    # How the model is served travels with it (docs/serving.md).
+    assert json.loads((stored / "serving.json").read_text()) == {"max_queue_size": 7}
 
 
 def test_build_makes_a_bento_that_lists_the_models(home, bento_tag):
@@ -89,6 +92,8 @@ def test_the_bento_serves_its_models_from_the_store(home, bento_tag, tmp_path):
         assert response.status_code == 200, response.text
         assert len(response.json()["predictions"]) == 3
         assert "from the BentoML model store" in running.log()
+        penguins = [line for line in running.log().splitlines() if "loaded penguins" in line]
+        assert penguins and "queue of 7" in penguins[0]  # its serving.json, from the store
 
 
 def test_the_gpu_bentofile_builds_with_onnxruntime_gpu(home):
