@@ -44,7 +44,6 @@ class BatchResult:
     went: waiting, stacking the batch, the run, splitting out its rows."""
 
     outputs: dict[str, np.ndarray]
-    rows: int  # the batch's rows, all requests together
     queue_ns: int
     input_ns: int
     infer_ns: int
@@ -76,10 +75,6 @@ class Batcher:
         self._delay_s = batching.max_queue_delay_us / 1e6 if model.max_batch_size else 0.0
         self._target_rows = max(model.preferred_batch_sizes or [self._max_rows])
         self._task = self._loop.create_task(self._serve(), name=f"batcher {model.name}")
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
 
     def run_now(self, prepared: PreparedRequest) -> BatchResult | None:
         """Run a request at once, on the event loop, when nothing else of this model waits
@@ -115,8 +110,8 @@ class Batcher:
         return future
 
     def close(self) -> None:
-        """Stop the batcher's task (from any thread); requests still waiting are answered
-        UNAVAILABLE by the caller's drain, which waits for them first."""
+        """Stop the batcher's task (from any thread). Call it after the DataPlane's drain,
+        which waits until every queued request is answered: nothing is waiting then."""
         if not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._task.cancel)
 
@@ -258,7 +253,7 @@ def _run(model: LoadedModel, batch: list[_Waiting]) -> list[BatchResult | Except
     done = time.perf_counter_ns()
     model.statistics.record_execution(rows, stacked - start, ran - stacked, done - ran)
     return [
-        BatchResult(outputs, rows, start - item.enqueued_ns, stacked - start, ran - stacked,
+        BatchResult(outputs, start - item.enqueued_ns, stacked - start, ran - stacked,
                     done - ran)
         for item, outputs in zip(batch, split, strict=True)
     ]
@@ -274,5 +269,5 @@ def _run_alone(model: LoadedModel, item: _Waiting) -> BatchResult | ServingError
         return error
     ran = time.perf_counter_ns()
     model.statistics.record_execution(prepared.rows, 0, ran - start, 0)
-    return BatchResult(dict(zip(prepared.output_names, results, strict=True)), prepared.rows,
+    return BatchResult(dict(zip(prepared.output_names, results, strict=True)),
                        start - item.enqueued_ns, 0, ran - start, 0)
