@@ -9,6 +9,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")
+# How the model repository may change under a running server, as Triton's
+# --model-control-mode: "none" (what was there at start), "explicit" (RepositoryModelLoad and
+# RepositoryModelUnload), "poll" (the folder is rescanned every `poll_interval` seconds).
+MODEL_CONTROL_MODES = ("none", "explicit", "poll")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -34,6 +40,36 @@ class Settings:
     ort_threads: int = 0
     # On SIGTERM: seconds to wait for the requests in flight before closing anyway.
     drain_timeout: float = 30.0
+    # On SIGTERM: seconds health reads NOT_SERVING while new requests are still taken, so
+    # load balancers notice before anything is refused.
+    drain_delay: float = 3.0
+    # Ready only when every model version loaded; off: ready when some model serves (a model
+    # that failed is still reported, by ModelReady, the index and its own health name).
+    require_all_models: bool = False
+    # Admission control: inference requests taken on and not yet answered, in this process
+    # across every model; beyond it RESOURCE_EXHAUSTED at once.
+    max_inflight: int = 1024
+    # Each model's queue, unless its serving.json sets max_queue_size.
+    max_queue_size: int = 256
+    # Largest gRPC message and HTTP body accepted, in bytes.
+    max_request_bytes: int = 64 * 1024 * 1024
+    # none, explicit or poll (MODEL_CONTROL_MODES); poll_interval: seconds between rescans.
+    model_control: str = "none"
+    poll_interval: float = 5.0
+    # TLS for gRPC and HTTP: certificate and key (PEM files); with a client CA, clients must
+    # present a certificate it signed (mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # Bearer-token authentication on every RPC and HTTP route but health: the token, from a
+    # file (a mounted secret) or from ZOOSERVE_AUTH_TOKEN (no flag, so it stays out of `ps`).
+    auth_token_file: Path | None = None
+    auth_token: str | None = field(default=None, repr=False)
+    # gRPC server reflection (grpcurl and friends list the services).
+    reflection: bool = True
+    # SO_REUSEPORT on the gRPC and HTTP listeners, so another process may share the ports
+    # (`--workers` shares them between its own workers regardless).
+    reuse_port: bool = False
     # Where ONNX Runtime's optimised graphs are kept between starts (service.runtime,
     # optimized_model_cache); "off" (None): optimise at every start.
     cache_dir: Path | None = field(default_factory=lambda: default_cache_dir())
@@ -71,6 +107,22 @@ def _convert(name: str, raw: object, source: str) -> object:
     text = str(raw).strip()
     if name == "models":
         return Path(text)
+    if name in {"tls_cert", "tls_key", "tls_client_ca", "auth_token_file"}:
+        return Path(text) if text else None
+    if name == "auth_token":
+        return str(raw)
+    if name in {"require_all_models", "reflection", "reuse_port"}:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise SettingsError(f"{source}: expected true or false, got '{text}'")
+    if name == "model_control":
+        if text.lower() not in MODEL_CONTROL_MODES:
+            raise SettingsError(
+                f"{source}: must be one of {', '.join(MODEL_CONTROL_MODES)}, got '{text}'"
+            )
+        return text.lower()
     if name == "cache_dir":
         return None if text.lower() in {"off", "none"} else Path(text)
     if name in {"grpc_port", "http_port", "metrics_port"}:
@@ -78,7 +130,8 @@ def _convert(name: str, raw: object, source: str) -> object:
         if not 0 <= port <= 65535:
             raise SettingsError(f"{source}: port must be between 0 and 65535, got {text}")
         return port
-    if name in {"max_batch_size", "inference_threads", "workers"}:
+    if name in {"max_batch_size", "inference_threads", "workers", "max_inflight",
+                "max_queue_size", "max_request_bytes"}:
         value = _integer(text, source)
         if value < 1:
             raise SettingsError(f"{source}: must be at least 1, got {text}")
@@ -93,13 +146,15 @@ def _convert(name: str, raw: object, source: str) -> object:
                 f"or a number of threads, got {text}"
             )
         return value
-    if name == "drain_timeout":
+    if name in {"drain_timeout", "drain_delay", "poll_interval"}:
         try:
             value = float(text)
         except ValueError:
             raise SettingsError(f"{source}: expected seconds, got '{text}'") from None
         if not 0 <= value <= 3600:
             raise SettingsError(f"{source}: must be between 0 and 3600 seconds, got {text}")
+        if name == "poll_interval" and value < 0.1:
+            raise SettingsError(f"{source}: must be at least 0.1 seconds, got {text}")
         return value
     if name == "device":
         if text.lower() not in DEVICES:

@@ -19,24 +19,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
     from service.settings import Settings
 
-    settings = Settings.from_sources(
-        {
-            "models": args.models,
-            "host": args.host,
-            "grpc_port": args.grpc_port,
-            "http_port": args.http_port,
-            "metrics_port": args.metrics_port,
-            "device": args.device,
-            "log_level": args.log_level,
-            "max_batch_size": args.max_batch_size,
-            "ort_threads": args.ort_threads,
-            "drain_timeout": args.drain_timeout,
-            "workers": args.workers,
-            "cache_dir": args.cache_dir,
-        }
-    )
+    # Every Settings field with a flag of its own name; the flags left unset read None.
+    flags = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
+    settings = Settings.from_sources(flags)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -141,6 +130,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir",
         help="folder for ONNX Runtime's optimised graphs; off: none "
         "[ZOOSERVE_CACHE_DIR, ~/.cache/zooserve/onnxruntime]",
+    )
+    serve.add_argument(
+        "--drain-delay",
+        help="on SIGTERM, seconds health reads NOT_SERVING while requests are still taken "
+        "[ZOOSERVE_DRAIN_DELAY, 3]",
+    )
+    serve.add_argument(
+        "--require-all-models",
+        help="true: not ready unless every model version loaded [ZOOSERVE_REQUIRE_ALL_MODELS, "
+        "false]",
+    )
+    serve.add_argument(
+        "--max-inflight",
+        help="inference requests in flight at once, all models; beyond it RESOURCE_EXHAUSTED "
+        "[ZOOSERVE_MAX_INFLIGHT, 1024]",
+    )
+    serve.add_argument(
+        "--max-queue-size",
+        help="each model's queue unless its serving.json says [ZOOSERVE_MAX_QUEUE_SIZE, 256]",
+    )
+    serve.add_argument(
+        "--max-request-bytes",
+        help="largest gRPC message or HTTP body [ZOOSERVE_MAX_REQUEST_BYTES, 67108864]",
+    )
+    serve.add_argument(
+        "--model-control",
+        help="none, explicit (load/unload RPCs) or poll (rescan the folder) "
+        "[ZOOSERVE_MODEL_CONTROL, none]",
+    )
+    serve.add_argument(
+        "--poll-interval", help="seconds between rescans with --model-control poll [5]"
+    )
+    serve.add_argument("--tls-cert", help="TLS certificate, PEM [ZOOSERVE_TLS_CERT]")
+    serve.add_argument("--tls-key", help="TLS private key, PEM [ZOOSERVE_TLS_KEY]")
+    serve.add_argument(
+        "--tls-client-ca", help="CA whose client certificates are required (mutual TLS) "
+        "[ZOOSERVE_TLS_CLIENT_CA]"
+    )
+    serve.add_argument(
+        "--auth-token-file",
+        help="file holding the bearer token every call but health must carry "
+        "[ZOOSERVE_AUTH_TOKEN_FILE; or the token itself in ZOOSERVE_AUTH_TOKEN]",
+    )
+    serve.add_argument(
+        "--reflection", help="gRPC server reflection, true or false [ZOOSERVE_REFLECTION, true]"
+    )
+    serve.add_argument(
+        "--reuse-port",
+        help="true: let other processes share the ports (SO_REUSEPORT) [ZOOSERVE_REUSE_PORT, "
+        "false]",
     )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR [INFO]")
     serve.set_defaults(func=_serve)
