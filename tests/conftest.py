@@ -71,7 +71,9 @@ def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> 
 def run_server(
     models: Path, tmp: Path, *args: str, env: dict | None = None
 ) -> Iterator[RunningServer]:
-    """Start `python -m zooserve serve` on a free port; stop it (SIGTERM) afterwards."""
+    """Start `python -m zooserve serve` on a free port; stop it (SIGTERM) afterwards. The
+    drain delay is 0 unless `env` sets ZOOSERVE_DRAIN_DELAY: a test that stops a server
+    has no load balancer to wait for."""
     port, http_port = free_port(), free_port()
     log_path = tmp / f"server-{port}.log"
     command = [sys.executable, "-m", "zooserve", "serve", "--models", str(models),
@@ -80,7 +82,7 @@ def run_server(
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, "ZOOSERVE_DRAIN_DELAY": "0", **(env or {})},
         )
     url = f"127.0.0.1:{port}"
     try:
