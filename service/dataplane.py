@@ -76,6 +76,7 @@ class DataPlane:
             max_workers=inference_threads, thread_name_prefix="inference"
         )
         self._closing = False
+        self._listeners: list[Callable[[], object]] = []
         self._batchers: dict[tuple[asyncio.AbstractEventLoop, LoadedModel], Batcher] = {}
         # Inference requests taken on, answered (with outputs or an error) and refused while
         # draining: `drain` waits until every request taken on is answered.
@@ -93,6 +94,7 @@ class DataPlane:
             settings.models, settings.device, settings.max_batch_size, threads,
             cache_dir=settings.cache_dir,
             inline_below_ns=inline_limit(max(1, cpu_limit.cores // settings.workers)),
+            require_all=settings.require_all_models,
         )
         repository.load()
         return cls(repository, settings.inference_threads)
@@ -128,6 +130,21 @@ class DataPlane:
     def names(self) -> list[str]:
         """The names of the models that loaded."""
         return self._repository.names()
+
+    def failed_names(self) -> list[str]:
+        """The names of models found of which no version loaded."""
+        return self._repository.failed_names()
+
+    def add_listener(self, changed: Callable[[], object]) -> None:
+        """Call `changed()` (a function or a coroutine function) whenever the set of served
+        models or the server's readiness changes: frontends refresh their health with it."""
+        self._listeners.append(changed)
+
+    async def notify_changed(self) -> None:
+        for changed in list(self._listeners):
+            result = changed()
+            if asyncio.iscoroutine(result):
+                await result
 
     def versions(self, name: str) -> list[int]:
         """The loaded versions of a model, lowest first."""

@@ -55,8 +55,10 @@ class ModelRepository:
         create: SessionFactory | None = None,  # tests stand in for ONNX Runtime with it
         cache_dir: Path | None = None,
         inline_below_ns: int = INLINE_BELOW_NS,
+        require_all: bool = False,
     ) -> None:
         self.root = root
+        self.require_all = require_all
         self.device = device
         self.max_batch_size = max_batch_size
         self.intra_op_threads = intra_op_threads
@@ -111,15 +113,23 @@ class ModelRepository:
 
     @property
     def ready(self) -> bool:
-        """Some model to serve, every model version loaded, and on the GPU wherever `cuda`
-        insisted on one (loading already refuses otherwise; this keeps readiness honest)."""
-        if self._failed or not self._models:  # a server with nothing to serve is not ready
+        """Some model to serve (with `require_all`: every model version found loaded), and on
+        the GPU wherever `cuda` insisted on one (loading already refuses otherwise; this keeps
+        readiness honest). A model that failed is reported by its own readiness, health name
+        and index row; it does not make the others unready unless `require_all` says so."""
+        if not self._models:  # a server with nothing to serve is not ready
+            return False
+        if self.require_all and self._failed:
             return False
         on_gpu_only = self.device in ("cuda", "tensorrt")
         return not on_gpu_only or all(m.device == "GPU" for m in self.models())
 
     def names(self) -> list[str]:
         return sorted(self._models)
+
+    def failed_names(self) -> list[str]:
+        """Models found on disk of which no version loaded."""
+        return sorted({n for n, _ in self._failed} - set(self._models))
 
     def versions(self, name: str) -> list[int]:
         return sorted(self._models.get(name, {}))

@@ -368,8 +368,9 @@ def test_metrics_count_http_and_grpc_requests_together(http, triton):
     assert int(stats["inference_stats"]["success"]["count"]) == _penguin_successes(after)
 
 
-def test_a_model_that_fails_to_load_keeps_readyz_503(tmp_path):
-    """The others still serve; readiness (BentoML's and v2's) says the repository is not whole."""
+def test_a_model_that_fails_to_load_is_named_and_the_others_serve(tmp_path):
+    """The others still serve and the server is ready; the failed model is UNAVAILABLE in the
+    index and answers 404. ZOOSERVE_REQUIRE_ALL_MODELS=true turns readiness off instead."""
     repository = tmp_path / "models"
     shutil.copytree(MODELS / "penguins", repository / "penguins")
     (repository / "broken" / "1").mkdir(parents=True)
@@ -379,8 +380,8 @@ def test_a_model_that_fails_to_load_keeps_readyz_503(tmp_path):
     with run_bento(SERVICE, tmp_path, env, wait_for="/livez") as running, httpx.Client(
         base_url=running.http, timeout=10
     ) as http:
-        assert http.get("/readyz").status_code == 503
-        assert http.get("/v2/health/ready").json() == {"ready": False}
+        assert http.get("/readyz").status_code == 200
+        assert http.get("/v2/health/ready").json() == {"ready": True}
         assert predict(http, model="penguins", inputs=PENGUINS).status_code == 200
         states = {m["name"]: m["state"] for m in http.post("/models", json={}).json()["models"]}
         assert states == {"penguins": "READY", "broken": "UNAVAILABLE"}

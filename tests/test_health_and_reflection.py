@@ -69,14 +69,35 @@ def test_a_model_that_fails_to_load_is_reported_and_the_rest_still_serve(copy_mo
 
     with run_server(repo, tmp_path) as running:
         client = grpcclient.InferenceServerClient(running.url)
-        assert not client.is_server_ready()  # strict readiness, as Triton: all models or none
+        assert client.is_server_ready()  # the models it could load serve; the failure is named
         assert client.is_model_ready("penguins")
         assert not client.is_model_ready("broken")
         index = {(m.name, m.state) for m in client.get_model_repository_index().models}
         assert ("broken", "UNAVAILABLE") in index and ("penguins", "READY") in index
         with grpc.insecure_channel(running.url) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            def health(service: str) -> int:
+                return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+            assert health("") == health_pb2.HealthCheckResponse.SERVING
+            assert health("penguins") == health_pb2.HealthCheckResponse.SERVING
+            assert health("broken") == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert "could not load broken version 1" in running.log()
+
+
+def test_require_all_models_keeps_the_server_unready_when_one_fails(copy_model, tmp_path):
+    repo = copy_model("penguins")
+    (repo / "broken" / "1").mkdir(parents=True)
+    (repo / "broken" / "1" / "model.onnx").write_bytes(b"this is not an onnx model")
+    import tritonclient.grpc as grpcclient
+
+    with run_server(repo, tmp_path, "--require-all-models", "true") as running:
+        client = grpcclient.InferenceServerClient(running.url)
+        assert not client.is_server_ready()
+        assert client.is_model_ready("penguins")
+        with grpc.insecure_channel(running.url) as channel:
             overall = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=5
             )
         assert overall.status == health_pb2.HealthCheckResponse.NOT_SERVING
-        assert "could not load broken version 1" in running.log()

@@ -33,6 +33,23 @@ class GrpcFrontend:
         self.server = server
         self.port = port
         self.health = health_servicer
+        self._model_names: set[str] = set()  # every model name health has reported
+
+    async def refresh_health(self) -> None:
+        """Health from the DataPlane: "" and the inference service SERVING when the server is
+        ready; each model SERVING when a version of it serves, NOT_SERVING when it was found
+        but none loaded (or it was unloaded), so a probe on one model sees that model."""
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        overall = serving if self.dataplane.ready() else not_serving
+        await self.health.set("", overall)
+        await self.health.set(INFERENCE_SERVICE, overall)
+        names = set(self.dataplane.names())
+        for name in names:
+            await self.health.set(name, serving)
+        for name in set(self.dataplane.failed_names()) | (self._model_names - names):
+            await self.health.set(name, not_serving)
+        self._model_names |= names
 
     async def start_draining(self) -> None:
         """Health turns NOT_SERVING for the server and every model, for good."""
@@ -71,13 +88,6 @@ async def start_grpc_server(
     # Kubernetes gRPC probe can watch one model.
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    serving = health_pb2.HealthCheckResponse.SERVING
-    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-    overall = serving if dataplane.ready() else not_serving
-    await health_servicer.set("", overall)
-    await health_servicer.set(INFERENCE_SERVICE, overall)
-    for name in dataplane.names():
-        await health_servicer.set(name, serving)
 
     reflection.enable_server_reflection(
         [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
@@ -90,6 +100,9 @@ async def start_grpc_server(
         bound = 0
     if bound == 0:
         raise OSError(f"cannot listen for gRPC on {host}:{port} (in use or not allowed)")
+    frontend = GrpcFrontend(dataplane, server, bound, health_servicer)
+    await frontend.refresh_health()
+    dataplane.add_listener(frontend.refresh_health)
     await server.start()
     log.info("gRPC server listening on %s:%d", host, bound)
-    return GrpcFrontend(dataplane, server, bound, health_servicer)
+    return frontend
