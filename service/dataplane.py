@@ -182,6 +182,7 @@ class DataPlane:
                               "another replica)")
         self._accepted += 1
         model = request.model
+        model.inflight += 1
         try:
             prepared = model.prepare(request.inputs, request.requested_outputs)
             queued = time.perf_counter_ns()
@@ -201,6 +202,7 @@ class DataPlane:
             raise
         finally:
             self._answered += 1
+            model.inflight -= 1
         model.statistics.record_success(
             result.queue_ns,
             queued - request.received_ns + result.input_ns,

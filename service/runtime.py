@@ -351,6 +351,9 @@ class LoadedModel:
         self.intra_op_threads: int = options.intra_op_num_threads
         self.inter_op_threads: int = options.inter_op_num_threads
         self.statistics = ModelStatistics()
+        # Requests taken on for this model and not yet answered (DataPlane.infer keeps it):
+        # admission control reads it, and an unloaded version's session is released at 0.
+        self.inflight = 0
         # A model batches when every tensor's first axis is free: the request's batch, and
         # the dynamic batcher's, which stacks requests along it.
         self.batchable = all(s.shape and s.shape[0] == -1 for s in self.inputs + self.outputs)
