@@ -1,4 +1,4 @@
-"""One bounded queue per model: the dynamic batcher and the admission control in one.
+"""One queue per model on each event loop: the dynamic batcher.
 
 Requests that reach a model while it is busy wait in its queue. Whenever the model can run
 (at most `instances` runs of it at once), the batcher takes the waiting requests in order,
@@ -11,9 +11,10 @@ waits, so a lone request runs at once and batches form only under load.
 Each request keeps what is its own: a deadline that passed while it waited answers it
 DEADLINE_EXCEEDED without running it, a client that went away is skipped, and an error that
 ONNX Runtime raises for a batch is traced to the request that caused it by running the
-batch's requests one by one. A full queue (`max_queue_size` requests) refuses the next
-request at once with RESOURCE_EXHAUSTED: a server under too much load says so, rather than
-holding requests until their clients give up.
+batch's requests one by one. The queue is bounded before it: the DataPlane admits at most
+the model's `max_queue_size` requests in flight (and the server's `max_inflight`) and
+refuses the next at once with RESOURCE_EXHAUSTED, so a server under too much load says so
+rather than holding requests until their clients give up.
 
 A run cheap enough (see `LoadedModel.runs_inline`) is made on the event loop itself; any
 other is handed to the inference threads, once per batch."""
@@ -33,7 +34,6 @@ from service.errors import (
     ErrorKind,
     ServingError,
     deadline_exceeded,
-    resource_exhausted,
 )
 from service.runtime import INLINE_BELOW_NS, LoadedModel, PreparedRequest
 
@@ -95,12 +95,6 @@ class Batcher:
 
     def submit(self, prepared: PreparedRequest, deadline: float | None) -> asyncio.Future:
         """Queue one checked request; its future gets a BatchResult or a ServingError."""
-        limit = self.model.config.max_queue_size
-        if len(self._waiting) >= limit:
-            raise resource_exhausted(
-                f"model '{self.model.name}' has {len(self._waiting)} requests waiting, its "
-                f"limit (max_queue_size in serving.json): retry later or at another replica"
-            )
         future = self._loop.create_future()
         self._waiting.append(_Waiting(prepared, future, time.perf_counter_ns(), deadline))
         self._rows += prepared.rows

@@ -18,13 +18,17 @@ import numpy as np
 from service import __version__
 from service.batching import Batcher, BatchResult
 from service.cpus import CpuLimit, auto_intra_op_threads, detect_cpu_limit
-from service.errors import ServingError, unavailable
+from service.errors import ServingError, resource_exhausted, unavailable
 from service.repository import IndexEntry, ModelRepository
 from service.runtime import LoadedModel, inline_limit
 from service.settings import Settings
 from service.statistics import StatisticsSnapshot
 
 T = TypeVar("T")
+
+# A request message at least this large is decoded on an inference thread, not on the event
+# loop, so one big request does not hold up every other call (health checks included).
+DECODE_OFF_LOOP_BYTES = 256 * 1024
 
 SERVER_NAME = "zooserve"
 
@@ -70,8 +74,14 @@ class InferenceResponse:
 
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository, inference_threads: int = 4) -> None:
+    def __init__(
+        self, repository: ModelRepository, inference_threads: int = 4, max_inflight: int = 1024
+    ) -> None:
         self._repository = repository
+        self.max_inflight = max_inflight
+        # Draining has begun: readiness is false from here on, though requests are still
+        # taken until `_closing` (the drain delay lets load balancers notice first).
+        self._unready = False
         self._executor = ThreadPoolExecutor(
             max_workers=inference_threads, thread_name_prefix="inference"
         )
@@ -95,19 +105,20 @@ class DataPlane:
             cache_dir=settings.cache_dir,
             inline_below_ns=inline_limit(max(1, cpu_limit.cores // settings.workers)),
             require_all=settings.require_all_models,
+            max_queue_size=settings.max_queue_size,
         )
         repository.load()
-        return cls(repository, settings.inference_threads)
+        return cls(repository, settings.inference_threads, settings.max_inflight)
 
     # health
     def live(self) -> bool:
         return True
 
     def ready(self) -> bool:
-        return not self._closing and self._repository.ready
+        return not (self._unready or self._closing) and self._repository.ready
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
-        if self._closing:
+        if self._unready or self._closing:
             return False
         try:
             self._repository.get(name, version)
@@ -170,19 +181,65 @@ class DataPlane:
         return [(m, m.statistics.snapshot()) for m in models]
 
     # inference
+    @property
+    def inflight(self) -> int:
+        """Inference requests taken on and not yet answered, every model together."""
+        return self._accepted - self._answered
+
+    def _admit(self, model: LoadedModel) -> None:
+        """Take one request on for `model`, or refuse it at once: UNAVAILABLE while the
+        server drains, RESOURCE_EXHAUSTED beyond the server's or the model's limit of
+        requests in flight (the message says which)."""
+        if self._closing:
+            self._refused += 1
+            raise unavailable("the server is shutting down; send the request again (to "
+                              "another replica)")
+        if self.inflight >= self.max_inflight:
+            model.statistics.record_failure(0)  # counted as Triton counts a rejected request
+            raise resource_exhausted(
+                f"the server has {self.inflight} inference requests in flight, its limit "
+                "(--max-inflight / ZOOSERVE_MAX_INFLIGHT): retry later or at another replica"
+            )
+        if model.inflight >= model.max_queue_size:
+            model.statistics.record_failure(0)
+            raise resource_exhausted(
+                f"model '{model.name}' has {model.inflight} requests in flight, its limit "
+                "(max_queue_size in its serving.json, else --max-queue-size): retry later or "
+                "at another replica"
+            )
+        self._accepted += 1
+        model.inflight += 1
+
     async def infer(
         self, request: InferenceRequest, encode: Callable[[InferenceResponse], T] | None = None
     ) -> T | InferenceResponse:
         """Run one request through its model's queue and answer it, encoded by the
         frontend's `encode` when given: the encoding is timed as the request's
         compute_output, so the statistics cover the request's whole time in the server."""
-        if self._closing:
-            self._refused += 1
-            raise unavailable("the server is shutting down; send the request again (to "
-                              "another replica)")
-        self._accepted += 1
-        model = request.model
-        model.inflight += 1
+        return await self.infer_message(request.model, lambda: request, 0, encode)
+
+    async def infer_message(
+        self,
+        model: LoadedModel,
+        decode: Callable[[], InferenceRequest],
+        size: int,
+        encode: Callable[[InferenceResponse], T] | None = None,
+    ) -> T | InferenceResponse:
+        """`infer` for a request still in its protocol's form: admitted first (so a refused
+        request costs no decoding), then decoded by `decode()` (a message of `size` bytes
+        or more on an inference thread, off the event loop), then run."""
+        self._admit(model)
+        try:
+            if size >= DECODE_OFF_LOOP_BYTES:
+                request = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, decode
+                )
+            else:
+                request = decode()
+        except BaseException:  # the client's mistake, answered as before it was admitted
+            self._answered += 1
+            model.inflight -= 1
+            raise
         try:
             prepared = model.prepare(request.inputs, request.requested_outputs)
             queued = time.perf_counter_ns()
@@ -218,10 +275,14 @@ class DataPlane:
             batcher = self._batchers[key] = Batcher(model, self._executor)
         return batcher
 
+    def stop_ready(self) -> None:
+        """The drain's first step: readiness turns false, requests are still taken."""
+        self._unready = True
+
     async def drain(self, timeout: float) -> DrainReport:
         """Refuse new inference requests (UNAVAILABLE; readiness turns false) and wait up to
         `timeout` seconds for those already taken on to be answered."""
-        self._closing = True
+        self._unready = self._closing = True
         deadline = time.monotonic() + timeout
         while self._answered < self._accepted and time.monotonic() < deadline:
             await asyncio.sleep(0.005)

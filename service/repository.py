@@ -11,6 +11,7 @@ from pathlib import Path
 from service.errors import not_found
 from service.layout import parse_version, scan_repository
 from service.runtime import INLINE_BELOW_NS, DeviceUnavailable, LoadedModel, SessionFactory
+from service.serving_config import DEFAULT_MAX_QUEUE_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def describe_serving(model: LoadedModel) -> str:
         where = f"runs up to {model.inline_below_ns / 1e6:g} ms on the event loop"
     else:
         where = "runs on an inference thread"
-    return f"{how}, queue of {model.config.max_queue_size}, {run}, {where}"
+    return f"{how}, up to {model.max_queue_size} in flight, {run}, {where}"
 
 
 class ModelRepository:
@@ -56,7 +57,9 @@ class ModelRepository:
         cache_dir: Path | None = None,
         inline_below_ns: int = INLINE_BELOW_NS,
         require_all: bool = False,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     ) -> None:
+        self.max_queue_size = max_queue_size
         self.root = root
         self.require_all = require_all
         self.device = device
@@ -86,6 +89,7 @@ class ModelRepository:
                     create=self._create,
                     cache_dir=self.cache_dir,
                     inline_below_ns=self.inline_below_ns,
+                    max_queue_size=self.max_queue_size,
                 )
             except DeviceUnavailable:
                 raise

@@ -23,7 +23,7 @@ from service import layout
 from service.codecs import object_array
 from service.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE
 from service.errors import ErrorKind, ServingError, invalid_argument
-from service.serving_config import ServingConfig, read_serving_config
+from service.serving_config import DEFAULT_MAX_QUEUE_SIZE, ServingConfig, read_serving_config
 from service.statistics import ModelStatistics
 
 if TYPE_CHECKING:  # onnxruntime is imported where a session is made, not to read this module
@@ -354,6 +354,9 @@ class LoadedModel:
         # Requests taken on for this model and not yet answered (DataPlane.infer keeps it):
         # admission control reads it, and an unloaded version's session is released at 0.
         self.inflight = 0
+        # The most requests in flight at once (serving.json's, else the server's default);
+        # more are refused RESOURCE_EXHAUSTED.
+        self.max_queue_size = self.config.max_queue_size or DEFAULT_MAX_QUEUE_SIZE
         # A model batches when every tensor's first axis is free: the request's batch, and
         # the dynamic batcher's, which stacks requests along it.
         self.batchable = all(s.shape and s.shape[0] == -1 for s in self.inputs + self.outputs)
@@ -390,6 +393,7 @@ class LoadedModel:
         create: SessionFactory | None = None,
         cache_dir: Path | None = None,
         inline_below_ns: int = INLINE_BELOW_NS,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     ) -> LoadedModel:
         card = layout.read_card(path.parent)
         config = read_serving_config(path.parent.parent)
@@ -400,6 +404,7 @@ class LoadedModel:
         session = open_session(path, device, create=create, intra_op_threads=intra_op_threads)
         model = cls(name, version, path, session, card, max_batch_size, config)
         model.inline_below_ns = inline_below_ns
+        model.max_queue_size = config.max_queue_size or max_queue_size
         model.warm_up()
         return model
 

@@ -45,7 +45,7 @@ class DynamicBatching:
 @dataclass(frozen=True)
 class ServingConfig:
     dynamic_batching: DynamicBatching = field(default_factory=DynamicBatching)
-    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
+    max_queue_size: int | None = None  # None: the server's --max-queue-size
     instances: int = 1
     intra_op_threads: int | None = None  # None: the process-wide pool every model shares
     execution: str = "auto"
@@ -90,7 +90,9 @@ def parse_serving_config(data: object, where: str = SERVING_FILE) -> ServingConf
             if max_batch is None
             else _number(max_batch, "dynamic_batching.max_batch_size", where, 1),
         ),
-        max_queue_size=_whole(top, "max_queue_size", DEFAULT_MAX_QUEUE_SIZE, where, minimum=1),
+        max_queue_size=None
+        if "max_queue_size" not in top
+        else _number(top["max_queue_size"], "max_queue_size", where, 1),
         instances=_whole(top, "instances", 1, where, minimum=1, maximum=64),
         intra_op_threads=None
         if top.get("intra_op_threads") is None

@@ -96,7 +96,7 @@ def model_config(model: LoadedModel) -> pb.ModelConfigResponse:
         "intra_op_thread_count": str(model.intra_op_threads),
         "inter_op_thread_count": str(model.inter_op_threads),
         "task": model.task,
-        "max_queue_size": str(model.config.max_queue_size),
+        "max_queue_size": str(model.max_queue_size),
         "execution": "inline" if model.runs_inline(1) else "thread",
         "description": str(model.card.get("description", "")),
     }
@@ -146,7 +146,7 @@ def _dynamic_batching(model: LoadedModel) -> config_pb.ModelDynamicBatching | No
         preferred_batch_size=model.preferred_batch_sizes,
         max_queue_delay_microseconds=model.config.dynamic_batching.max_queue_delay_us,
         default_queue_policy=config_pb.ModelQueuePolicy(
-            max_queue_size=model.config.max_queue_size,
+            max_queue_size=model.max_queue_size,
         ),
     )
 

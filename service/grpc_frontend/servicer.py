@@ -70,8 +70,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):
         received = time.perf_counter_ns()
         model = self.dataplane.model(request.model_name, request.model_version or None)
-        inference = messages.inference_request(request, model, received, _deadline(context))
-        return await self.dataplane.infer(inference, messages.infer_response)
+        deadline = _deadline(context)
+        return await self.dataplane.infer_message(
+            model,
+            lambda: messages.inference_request(request, model, received, deadline),
+            request.ByteSize(),
+            messages.infer_response,
+        )
 
     async def ModelStreamInfer(self, request_iterator, context):
         """Triton's streaming inference: many requests on one bidirectional stream, each
@@ -105,8 +110,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def _stream_one(self, request, received: int) -> pb.ModelStreamInferResponse:
         try:
             model = self.dataplane.model(request.model_name, request.model_version or None)
-            inference = messages.inference_request(request, model, received, None)
-            response = await self.dataplane.infer(inference, messages.infer_response)
+            response = await self.dataplane.infer_message(
+                model,
+                lambda: messages.inference_request(request, model, received, None),
+                request.ByteSize(),
+                messages.infer_response,
+            )
         except Exception as exc:
             _, message = grpc_status(exc, "ModelStreamInfer")
             return pb.ModelStreamInferResponse(
