@@ -1,18 +1,22 @@
 """The `zooserve serve` process: one DataPlane, and over it the gRPC server (8001), the HTTP
 server with the KServe v2 REST paths (8000) and the Prometheus metrics (8002), as Triton lays
 them out. It runs until SIGINT or SIGTERM, then drains every frontend together: health turns
-NOT_SERVING, new requests are refused (gRPC UNAVAILABLE, HTTP 503), the requests already taken
-on are answered, and only then do the listeners close.
+NOT_SERVING and readiness false at once, requests are still taken for the drain delay (for
+load balancers to notice), then new ones are refused (gRPC UNAVAILABLE, HTTP 503), the
+requests already taken on are answered (up to the drain timeout), and only then do the
+listeners close.
 
 The ports are checked before the models load, so a port in use stops the server at once with
 one line naming it; no listener sets SO_REUSEPORT, so a second server on a port in use fails
-instead of sharing it. With `--workers N` (N > 1) the process is a parent instead
-(`service.workers`), and each of its workers runs this same server, sharing the gRPC and
-HTTP ports on purpose, with its metrics on a loopback port its parent reads."""
+instead of sharing it (unless `--reuse-port` asks). With `--workers N` (N > 1) the process
+is a parent instead (`service.workers`), and each of its workers runs this same server,
+sharing the gRPC and HTTP ports on purpose, with its metrics on a loopback port its parent
+reads."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from typing import TYPE_CHECKING
@@ -22,6 +26,7 @@ from service.grpc_frontend.server import start_grpc_server
 from service.http_frontend.server import start_http_server
 from service.metrics import start_metrics_server
 from service.ports import HTTP_PORT, check_port_free
+from service.security import load_security
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -34,15 +39,19 @@ __all__ = ["HTTP_PORT", "serve", "serve_worker"]
 
 async def _serve(settings: Settings, worker: WorkerLink | None = None) -> None:
     """Serve until SIGINT or SIGTERM (a worker: SIGTERM, or its parent gone), then drain."""
-    sharing = worker is not None  # SO_REUSEPORT on the gRPC and HTTP ports
+    # SO_REUSEPORT on the gRPC and HTTP ports: between the workers of one server always,
+    # with other processes only when --reuse-port asks for it.
+    sharing = worker is not None or settings.reuse_port
+    security = load_security(settings)  # TLS, token, reflection: checked before models load
     dataplane = DataPlane.from_settings(settings)
     grpc_frontend = await start_grpc_server(
-        dataplane, settings.host, settings.grpc_port, reuse_port=sharing
+        dataplane, settings.host, settings.grpc_port, reuse_port=sharing, security=security
     )
     http_port = HTTP_PORT if settings.http_port is None else settings.http_port
     try:
         http_frontend = await start_http_server(
-            dataplane, settings.host, http_port, settings.drain_timeout, reuse_port=sharing
+            dataplane, settings.host, http_port, settings.drain_timeout, reuse_port=sharing,
+            security=security,
         )
     except OSError:
         await grpc_frontend.close()
@@ -68,9 +77,18 @@ async def _serve(settings: Settings, worker: WorkerLink | None = None) -> None:
             stop.set()
     await stop.wait()
 
-    log.info("draining: new requests refused, up to %.0f s for those in flight",
-             settings.drain_timeout)
+    # Readiness turns false at once (gRPC health, ServerReady, HTTP ready); requests are
+    # still taken for the drain delay, so load balancers stop sending before any is refused.
+    dataplane.stop_ready()
     await grpc_frontend.start_draining()
+    if settings.drain_delay > 0:
+        log.info("draining: not ready; still taking requests for %g s (drain delay; a second "
+                 "signal skips it)", settings.drain_delay)
+        stop.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.drain_delay)
+    log.info("draining: new requests refused, up to %g s for those in flight",
+             settings.drain_timeout)
     report = await dataplane.drain(settings.drain_timeout)
     if report.answered < report.accepted:
         log.warning("drain timed out: %s", report.describe())
@@ -84,14 +102,16 @@ async def _serve(settings: Settings, worker: WorkerLink | None = None) -> None:
 def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then drain and exit; with `settings.workers` > 1, as
     the parent of that many workers (service.workers)."""
+    log.info(load_security(settings).describe())  # a TLS or token mistake stops here, at once
     if settings.workers > 1:
         from service.workers import serve_workers
 
         serve_workers(settings)
         return
-    check_port_free(settings.host, settings.grpc_port, "gRPC")
-    check_port_free(settings.host, HTTP_PORT if settings.http_port is None
-                    else settings.http_port, "HTTP")
+    if not settings.reuse_port:  # with it, a port another server shares is not an error
+        check_port_free(settings.host, settings.grpc_port, "gRPC")
+        check_port_free(settings.host, HTTP_PORT if settings.http_port is None
+                        else settings.http_port, "HTTP")
     check_port_free(settings.host, settings.metrics_port, "metrics")
     asyncio.run(_serve(settings))
 

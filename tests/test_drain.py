@@ -73,3 +73,63 @@ def test_sigterm_answers_the_request_in_flight_and_refuses_new_ones(tmp_path):
                       r"(\d+) refused", log)
     assert found, log
     assert found.groups() == ("1", "1", "1")
+
+
+def test_under_load_every_request_sent_before_sigterm_is_answered(tmp_path):
+    """32 clients keep penguins busy; SIGTERM with a 1.5 s drain delay. Every request sent
+    before the signal gets OK; during the delay health reads NOT_SERVING and requests are
+    still answered; afterwards new ones are refused UNAVAILABLE and the server exits 0."""
+    features = np.asarray([[39.1, 18.7, 181.0, 3750.0]], dtype=np.float32)
+    records: list[tuple[float, float, str]] = []  # (sent, answered, status) per request
+    lock = threading.Lock()
+    stop = threading.Event()
+    with run_server(MODELS, tmp_path, env={"ZOOSERVE_DRAIN_DELAY": "1.5"}) as server:
+
+        def client_loop() -> None:
+            client = grpcclient.InferenceServerClient(server.url)
+            tensor = grpcclient.InferInput("features", [1, 4], "FP32")
+            tensor.set_data_from_numpy(features)
+            while not stop.is_set():
+                sent = time.monotonic()
+                try:
+                    client.infer("penguins", [tensor], client_timeout=30)
+                    status = "OK"
+                except InferenceServerException as exc:
+                    status = exc.status() or "no status"
+                with lock:
+                    records.append((sent, time.monotonic(), status))
+                if status != "OK":
+                    time.sleep(0.05)
+            client.close()
+
+        threads = [threading.Thread(target=client_loop) for _ in range(32)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.0)
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        with grpc.insecure_channel(server.url) as channel:
+            time.sleep(0.5)  # inside the delay
+            status = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2).status
+        assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert server.process.wait(timeout=60) == 0
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        log = server.log()
+    before = [r for r in records if r[0] < signalled]
+    in_flight = [r for r in before if r[1] >= signalled]
+    failed = [r for r in before if r[2] != "OK"]
+    in_delay = [r for r in records if signalled + 0.1 < r[0] < signalled + 1.4]
+    print(f"\nrequests sent before SIGTERM: {len(before)}, in flight at the signal: "
+          f"{len(in_flight)}, failed: {len(failed)}; sent during the drain delay: "
+          f"{len(in_delay)}, answered OK: {sum(r[2] == 'OK' for r in in_delay)}")
+    assert before and in_flight, "the load did not reach the signal"
+    assert failed == [], failed[:5]
+    assert in_delay and all(r[2] == "OK" for r in in_delay), in_delay[:5]
+    late = [r for r in records if r[0] > signalled + 2.0]  # well after the delay
+    print("statuses after the delay:", sorted({r[2] for r in late}))
+    assert all(r[2] != "OK" for r in late), [r for r in late if r[2] == "OK"][:5]
+    assert any(r[2] == "StatusCode.UNAVAILABLE" for r in records if r[0] > signalled)
+    assert "drain delay" in log and "drained:" in log, log
