@@ -1,0 +1,94 @@
+"""Large requests do not hold up the others: while a real `zooserve serve` decodes several
+57 MiB ModelInfer requests (typed FP32 contents, the dearest form to decode), a prober in
+another process keeps asking the gRPC health service. Every health check must be answered
+within its 1 s deadline; the latencies are printed (`pytest -s`), not asserted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+import grpc
+import numpy as np
+from tritonclient.grpc import service_pb2
+
+from tests.conftest import MODELS, ROOT, run_server
+
+ROWS = 3_750_000  # penguins rows: 15 M FP32 values, 57 MiB as typed contents
+REQUESTS = 4
+MESSAGE_BYTES = 64 * 1024 * 1024
+
+PROBER = """
+import json, sys, time
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+url, seconds = sys.argv[1], float(sys.argv[2])
+latencies, failures = [], []
+with grpc.insecure_channel(url) as channel:
+    stub = health_pb2_grpc.HealthStub(channel)
+    print("started", flush=True)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.monotonic()
+        try:
+            stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            latencies.append(time.monotonic() - start)
+        except grpc.RpcError as exc:
+            failures.append(str(exc.code()))
+        time.sleep(0.01)
+print(json.dumps({"latencies": latencies, "failures": failures}), flush=True)
+"""
+
+
+def _big_request() -> bytes:
+    message = service_pb2.ModelInferRequest(model_name="penguins")
+    tensor = message.inputs.add(name="features", datatype="FP32", shape=[ROWS, 4])
+    values = np.random.default_rng(0).uniform(10, 60, ROWS * 4).astype(np.float32)
+    tensor.contents.fp32_contents.extend(values.tolist())
+    return message.SerializeToString()
+
+
+def test_health_answers_while_large_requests_are_decoded(tmp_path):
+    payload = _big_request()
+    assert len(payload) > 56 * 1024 * 1024
+    with run_server(MODELS, tmp_path, "--max-batch-size", str(ROWS)) as server:
+        prober = subprocess.Popen(
+            [sys.executable, "-c", PROBER, server.url, "20"], cwd=ROOT,
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert prober.stdout.readline().strip() == "started"
+        answers: list[object] = []
+        options = [("grpc.max_send_message_length", MESSAGE_BYTES),
+                   ("grpc.max_receive_message_length", MESSAGE_BYTES)]
+
+        def send() -> None:
+            with grpc.insecure_channel(server.url, options=options) as channel:
+                infer = channel.unary_unary(
+                    "/inference.GRPCInferenceService/ModelInfer",
+                    request_serializer=None,
+                    response_deserializer=service_pb2.ModelInferResponse.FromString,
+                )
+                try:
+                    answers.append(infer(payload, timeout=120))
+                except grpc.RpcError as exc:
+                    answers.append(exc)
+
+        senders = [threading.Thread(target=send) for _ in range(REQUESTS)]
+        for sender in senders:
+            sender.start()
+        for sender in senders:
+            sender.join(timeout=180)
+        output, _ = prober.communicate(timeout=60)
+        report = json.loads(output.strip().splitlines()[-1])
+    errors = [a for a in answers if isinstance(a, grpc.RpcError)]
+    assert not errors, [(e.code(), e.details()) for e in errors]
+    assert len(answers) == REQUESTS
+    assert all(list(a.outputs[0].shape) == [ROWS, 3] for a in answers)
+    latencies = sorted(report["latencies"])
+    print(f"\nhealth checks while decoding {REQUESTS} x {len(payload) / 2**20:.0f} MiB: "
+          f"{len(latencies)} answered, p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
+          f"max {latencies[-1] * 1000:.1f} ms; {len(report['failures'])} missed their 1 s "
+          "deadline")
+    assert latencies and report["failures"] == []
