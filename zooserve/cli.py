@@ -88,8 +88,20 @@ def _health(args: argparse.Namespace) -> int:
 
         url = f"localhost:{Settings.from_sources().grpc_port}"
     try:
-        status = health_status(url, args.service, args.timeout)
-    except ConnectionError as exc:
+        credentials = None
+        if args.tls or args.tls_ca or args.tls_client_cert or args.tls_client_key:
+            from pathlib import Path
+
+            from service.grpc_frontend.health_check import tls_credentials
+
+            def path(value: str | None) -> Path | None:
+                return Path(value) if value else None
+
+            credentials = tls_credentials(path(args.tls_ca), path(args.tls_client_cert),
+                                          path(args.tls_client_key))
+        status = health_status(url, args.service, args.timeout, credentials,
+                               args.tls_server_name)
+    except OSError as exc:  # ConnectionError, or a TLS file that cannot be read
         raise SystemExit(f"zooserve health: error: {exc}") from None
     print(status)
     return 0 if status == "SERVING" else 1
@@ -206,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--url", help="server address [localhost:ZOOSERVE_GRPC_PORT]")
     health.add_argument("--service", default="", help="a model name, or '' for the server ['']")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds [3]")
+    health.add_argument("--tls", action="store_true",
+                        help="TLS, trusting the system's CAs (implied by the --tls-* flags)")
+    health.add_argument("--tls-ca", help="TLS, trusting the CA (PEM) that signed the server's "
+                        "certificate")
+    health.add_argument("--tls-server-name",
+                        help="the name the server's certificate carries, if not the URL's host")
+    health.add_argument("--tls-client-cert", help="client certificate (PEM), for mutual TLS")
+    health.add_argument("--tls-client-key", help="its private key (PEM)")
     health.set_defaults(func=_health)
 
     from zooserve.image import add_image_commands

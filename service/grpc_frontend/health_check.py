@@ -3,15 +3,43 @@ health`, the container image's HEALTHCHECK, and any probe that can run a command
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
-def health_status(url: str, service: str = "", timeout: float = 3.0) -> str:
+def tls_credentials(
+    ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+) -> grpc.ChannelCredentials:
+    """TLS to a server whose certificate `ca` signed (None: the system's roots), presenting
+    the client certificate `cert` with `key` when the server asks for one (mutual TLS).
+    OSError when a file cannot be read."""
+    if (cert is None) != (key is None):
+        raise OSError("a client certificate needs both --tls-client-cert and --tls-client-key")
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes() if ca else None,
+        private_key=key.read_bytes() if key else None,
+        certificate_chain=cert.read_bytes() if cert else None,
+    )
+
+
+def health_status(
+    url: str, service: str = "", timeout: float = 3.0,
+    credentials: grpc.ChannelCredentials | None = None, server_name: str | None = None,
+) -> str:
     """The status name (SERVING, NOT_SERVING, ...) the server gives for `service` ("" is the
     whole server). A server that cannot be reached or does not know the service raises
-    ConnectionError with a one-line reason."""
-    with grpc.insecure_channel(url) as channel:
+    ConnectionError with a one-line reason. With `credentials` the channel is TLS;
+    `server_name` is the name the server's certificate must carry, when it is not the host
+    of `url` (a probe asks localhost, the certificate names the Service). Health needs no
+    token."""
+    if credentials is None:
+        channel = grpc.insecure_channel(url)
+    else:
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        channel = grpc.secure_channel(url, credentials, options=options)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)

@@ -2,7 +2,12 @@
 
 gRPC sets SO_REUSEPORT on its listeners unless told not to, and then a second server on the
 same port starts without a word and the kernel splits the connections between the two. So
-it is off unless the caller shares the port on purpose (`zooserve serve --workers N`)."""
+it is off unless the caller shares the port on purpose (`zooserve serve --workers N`).
+
+TLS, the bearer token and whether reflection is on come from `service.security`: with a
+certificate the port is a TLS port (mutual TLS with a client CA), and an interceptor checks
+the token on every method but health, and refuses repository load/unload when there is no
+token at all."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from service.dataplane import DataPlane, DrainReport
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
 from service.grpc_frontend.servicer import InferenceServicer
+from service.security import PLAINTEXT, Security
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +77,14 @@ class GrpcFrontend:
 
 
 async def start_grpc_server(
-    dataplane: DataPlane, host: str, port: int, reuse_port: bool = False
+    dataplane: DataPlane, host: str, port: int, reuse_port: bool = False,
+    security: Security = PLAINTEXT,
 ) -> GrpcFrontend:
     """Listen on host:port. `reuse_port`: share the port with other processes that set it
-    too (the workers of one `zooserve serve`); off, a port in use is an error."""
+    too (the workers of one `zooserve serve`); off, a port in use is an error. `security`:
+    TLS, the token and reflection (plaintext, no token, reflection on by default)."""
     server = grpc.aio.server(
+        interceptors=security.grpc_interceptors(),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -89,13 +98,18 @@ async def start_grpc_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
 
-    reflection.enable_server_reflection(
-        [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
-        server,
-    )
+    if security.reflection:
+        reflection.enable_server_reflection(
+            [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            server,
+        )
+    credentials = security.grpc_server_credentials()
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if credentials is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host}:{port}", credentials)
     except RuntimeError:  # recent grpcio raises where older versions returned 0
         bound = 0
     if bound == 0:
@@ -104,5 +118,6 @@ async def start_grpc_server(
     await frontend.refresh_health()
     dataplane.add_listener(frontend.refresh_health)
     await server.start()
-    log.info("gRPC server listening on %s:%d", host, bound)
+    log.info("gRPC server listening on %s:%d (%s)", host, bound,
+             "TLS" if security.tls else "plaintext")
     return frontend

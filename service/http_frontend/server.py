@@ -1,5 +1,7 @@
 """Run the KServe v2 REST app inside `zooserve serve`'s event loop, beside the gRPC server and
-over the same DataPlane, with uvicorn."""
+over the same DataPlane, with uvicorn. With TLS settings uvicorn serves HTTPS (and asks for a
+client certificate with a client CA); the bearer-token middleware of `service.security`
+wraps the app."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import uvicorn
 
 from service.dataplane import DataPlane
 from service.http_frontend.rest import build_v2_app
+from service.security import PLAINTEXT, Security
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +65,17 @@ def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
 
 async def start_http_server(
     dataplane: DataPlane, host: str, port: int, drain_timeout: float = 30.0,
-    reuse_port: bool = False,
+    reuse_port: bool = False, security: Security = PLAINTEXT,
 ) -> HttpFrontend:
-    """Listen on host:port (SO_REUSEPORT only with `reuse_port`, as the gRPC server)."""
+    """Listen on host:port (SO_REUSEPORT only with `reuse_port`, as the gRPC server), with
+    `security`'s TLS and token (plaintext and open by default)."""
     sock = _listen(host, port, reuse_port)
     frontend: HttpFrontend | None = None
-    app = build_v2_app(lambda: frontend)
+    app = security.wrap_asgi(build_v2_app(lambda: frontend))
     config = uvicorn.Config(
         app, lifespan="off", access_log=False, log_level="warning",
         timeout_graceful_shutdown=max(1, int(drain_timeout)),
+        **security.uvicorn_ssl_options(),
     )
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -81,5 +86,6 @@ async def start_http_server(
         await asyncio.sleep(0.01)
     bound = sock.getsockname()[1]
     frontend = HttpFrontend(dataplane, server, task, bound)
-    log.info("HTTP server (KServe v2 REST) listening on %s:%d", host, bound)
+    log.info("HTTP server (KServe v2 REST) listening on %s:%d (%s)", host, bound,
+             "HTTPS" if security.tls else "plaintext")
     return frontend

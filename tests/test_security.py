@@ -1,0 +1,623 @@
+"""TLS, mutual TLS and bearer tokens on a real `zooserve serve`, asked by real clients
+(tritonclient over gRPC and HTTP, grpcio, httpx, `zooserve health`), with a throwaway CA made
+here; the one-line refusals of unusable TLS and token settings; and "ONNX only": a version
+folder holding only a pickle or a Keras file is skipped, nothing unpickled.
+
+tritonclient.grpc is imported here, so zooserve's generated protobuf modules are not (both
+register `inference.*` in the default descriptor pool): the server runs in its own process,
+and this file imports only service modules that do not load them."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import pickle
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from service.grpc_frontend.health_check import health_status, tls_credentials
+from service.security import Security, bearer_problem
+from tests import conftest
+from tests.conftest import ROOT, RunningServer, run_server
+from tests.penguin_rows import LABELS, one_of_each
+
+TOKEN = "zooserve-test-token-4f1c2a9e7b"  # 30 characters, for the servers below
+OTHER_TOKEN = "not-the-zooserve-token-000000"
+BEARER = {"authorization": f"Bearer {TOKEN}"}
+START_TIMEOUT_S = 60
+
+
+# A throwaway PKI: a server CA and its server certificate (localhost, 127.0.0.1), a client CA
+# and its client certificate, and a stranger's CA with a client certificate of its own.
+
+
+@dataclass
+class Pki:
+    ca: Path  # signed the server certificate
+    server_cert: Path
+    server_key: Path
+    client_ca: Path  # signed the client certificate
+    client_cert: Path
+    client_key: Path
+    stranger_cert: Path  # a client certificate the client CA did not sign
+    stranger_key: Path
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _certificate(subject: str, key, issuer: tuple[str, object] | None, *, ca: bool = False,
+                 usage=None, names=()) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    issuer_name, issuer_key = issuer if issuer else (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(_name(issuer_name))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                          content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, encipher_only=False,
+                          decipher_only=False),
+            critical=True,
+        )
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _write(folder: Path, stem: str, cert: x509.Certificate, key=None) -> tuple[Path, Path | None]:
+    cert_path = folder / f"{stem}.crt"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    if key is None:
+        return cert_path, None
+    key_path = folder / f"{stem}.key"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def make_pki(folder: Path) -> Pki:
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def key():
+        return ec.generate_private_key(ec.SECP256R1())
+
+    ca_key, client_ca_key, stranger_ca_key = key(), key(), key()
+    ca = _certificate("zooserve test CA", ca_key, None, ca=True)
+    client_ca = _certificate("zooserve test client CA", client_ca_key, None, ca=True)
+    server_key, client_key, stranger_key = key(), key(), key()
+    server = _certificate(
+        "localhost", server_key, ("zooserve test CA", ca_key),
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        names=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    client = _certificate("a client", client_key, ("zooserve test client CA", client_ca_key),
+                          usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    stranger = _certificate("a stranger", stranger_key, ("someone else's CA", stranger_ca_key),
+                            usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    ca_path, _ = _write(folder, "ca", ca)
+    client_ca_path, _ = _write(folder, "client-ca", client_ca)
+    server_cert, server_key_path = _write(folder, "server", server, server_key)
+    client_cert, client_key_path = _write(folder, "client", client, client_key)
+    stranger_cert, stranger_key_path = _write(folder, "stranger", stranger, stranger_key)
+    return Pki(ca_path, server_cert, server_key_path, client_ca_path, client_cert,
+               client_key_path, stranger_cert, stranger_key_path)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def penguins_only(tmp_path_factory) -> Path:
+    import shutil
+
+    repo = tmp_path_factory.mktemp("repo") / "models"
+    shutil.copytree(conftest.MODELS / "penguins", repo / "penguins")
+    return repo
+
+
+@contextlib.contextmanager
+def run_tls_server(models: Path, tmp: Path, pki: Pki, *args: str, mutual: bool = False,
+                   env: dict | None = None) -> Iterator[RunningServer]:
+    """conftest's run_server with --tls-cert/--tls-key, waiting for the server with a TLS
+    health check (its plaintext check cannot reach a TLS port)."""
+    credentials = tls_credentials(pki.ca, pki.client_cert if mutual else None,
+                                  pki.client_key if mutual else None)
+
+    def wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited with {process.returncode}:\n"
+                                   + log_path.read_text())
+            try:
+                health_status(url, "", 1.0, credentials)
+                return
+            except ConnectionError:
+                time.sleep(0.2)
+        raise RuntimeError(f"server did not answer within {START_TIMEOUT_S}s:\n"
+                           + log_path.read_text())
+
+    tls = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conftest, "_wait_until_serving", wait_until_serving)
+        with run_server(models, tmp, *tls, *args, env=env) as running:
+            patch.undo()
+            yield running
+
+
+def trusting(pki: Pki, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
+    """httpx's TLS settings: trust the test CA, present a client certificate if given."""
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def https_url(running: RunningServer) -> str:
+    return running.http_url.replace("http://", "https://")
+
+
+def penguin_inputs() -> tuple[list[grpcclient.InferInput], list[str]]:
+    features, species = one_of_each()
+    tensor = grpcclient.InferInput("features", list(features.shape), "FP32")
+    tensor.set_data_from_numpy(features.astype(np.float32))
+    return [tensor], species
+
+
+def species_of(result) -> list[str]:
+    return [LABELS[i] for i in result.as_numpy("probabilities").argmax(axis=1)]
+
+
+def grpc_failure(call) -> InferenceServerException:
+    with pytest.raises(InferenceServerException) as caught:
+        call()
+    return caught.value
+
+
+def v2_infer_body() -> dict:
+    features, _ = one_of_each()
+    return {"inputs": [{"name": "features", "datatype": "FP32", "shape": list(features.shape),
+                        "data": features.astype(float).ravel().tolist()}]}
+
+
+def reflect(channel: grpc.Channel, metadata=()) -> reflection_pb2.ServerReflectionResponse:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    return next(iter(stub.ServerReflectionInfo(iter([request]), timeout=5, metadata=metadata)))
+
+
+# TLS and a token (from a file)
+
+
+@pytest.fixture(scope="module")
+def secure(penguins_only, pki, tmp_path_factory) -> Iterator[RunningServer]:
+    tmp = tmp_path_factory.mktemp("secure")
+    token_file = tmp / "token"
+    token_file.write_text(TOKEN + "\n")  # as `kubectl create secret` files often end
+    with run_tls_server(penguins_only, tmp, pki, "--auth-token-file", str(token_file)) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def triton_tls(secure, pki):
+    client = grpcclient.InferenceServerClient(secure.url, ssl=True,
+                                              root_certificates=str(pki.ca))
+    yield client
+    client.close()
+
+
+def test_tls_and_token_give_an_inference(triton_tls):
+    inputs, species = penguin_inputs()
+    result = triton_tls.infer("penguins", inputs, headers=BEARER)
+    assert species_of(result) == species
+
+
+def test_the_startup_line_says_what_is_on_without_the_token(secure):
+    log = secure.log()
+    line = next(line for line in log.splitlines() if "security:" in line)
+    assert "TLS on" in line and "bearer-token authentication on" in line
+    assert "gRPC server listening on" in log and "(TLS)" in log
+    assert TOKEN not in log
+
+
+def test_no_token_is_unauthenticated(triton_tls):
+    inputs, _ = penguin_inputs()
+    error = grpc_failure(lambda: triton_tls.infer("penguins", inputs))
+    assert error.status() == "StatusCode.UNAUTHENTICATED"
+    assert "missing bearer token" in error.message()
+    error = grpc_failure(lambda: triton_tls.get_model_metadata("penguins"))
+    assert error.status() == "StatusCode.UNAUTHENTICATED"
+
+
+def test_a_wrong_token_is_unauthenticated_and_not_echoed(triton_tls):
+    inputs, _ = penguin_inputs()
+    for headers in ({"authorization": f"Bearer {OTHER_TOKEN}"},
+                    {"authorization": f"Basic {TOKEN}"},
+                    {"authorization": TOKEN}):
+        error = grpc_failure(lambda headers=headers: triton_tls.infer("penguins", inputs,
+                                                                      headers=headers))
+        assert error.status() == "StatusCode.UNAUTHENTICATED"
+        assert TOKEN not in error.message() and OTHER_TOKEN not in error.message()
+    assert triton_tls.is_server_ready(headers=BEARER)
+
+
+def test_streaming_needs_the_token_too(triton_tls, secure, pki):
+    """ModelStreamInfer is stream-stream: the refusal must be a stream's refusal."""
+    inputs, species = penguin_inputs()
+    results: list = []
+    triton_tls.start_stream(callback=lambda result, error: results.append((result, error)),
+                            headers={"authorization": f"Bearer {OTHER_TOKEN}"})
+    # The refusal may end the stream before the request is even queued.
+    with contextlib.suppress(InferenceServerException):
+        triton_tls.async_stream_infer("penguins", inputs)
+    triton_tls.stop_stream()
+    (result, error), = results
+    assert result is None and error.status() == "StatusCode.UNAUTHENTICATED"
+    assert error.message() and "wrong bearer token" in error.message()
+
+    results.clear()
+    triton_tls.start_stream(callback=lambda result, error: results.append((result, error)),
+                            headers=BEARER)
+    triton_tls.async_stream_infer("penguins", inputs)
+    triton_tls.stop_stream()
+    (result, error), = results
+    assert error is None and species_of(result) == species
+
+
+def test_health_needs_no_token(secure, pki):
+    credentials = tls_credentials(pki.ca)
+    with grpc.secure_channel(secure.url, credentials) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "penguins"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_needs_the_token(secure, pki):
+    with grpc.secure_channel(secure.url, tls_credentials(pki.ca)) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            reflect(channel)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        names = {s.name for s in reflect(channel, tuple(BEARER.items()))
+                 .list_services_response.service}
+        assert "inference.GRPCInferenceService" in names
+
+
+def test_repository_control_needs_the_token(triton_tls):
+    error = grpc_failure(lambda: triton_tls.load_model("penguins"))
+    assert error.status() == "StatusCode.UNAUTHENTICATED"
+    error = grpc_failure(lambda: triton_tls.unload_model("penguins"))
+    assert error.status() == "StatusCode.UNAUTHENTICATED"
+    # With the token the call is the repository extension's to answer, not the gate's.
+    for call in (lambda: triton_tls.load_model("no_such_model", headers=BEARER),
+                 lambda: triton_tls.unload_model("no_such_model", headers=BEARER)):
+        try:
+            call()
+        except InferenceServerException as exc:
+            assert exc.status() not in ("StatusCode.UNAUTHENTICATED",
+                                        "StatusCode.PERMISSION_DENIED"), exc.message()
+    assert triton_tls.is_model_ready("penguins", headers=BEARER)
+
+
+def test_a_plaintext_client_cannot_talk_to_a_tls_port(secure):
+    client = grpcclient.InferenceServerClient(secure.url)
+    error = grpc_failure(lambda: client.is_server_live(headers=BEARER, client_timeout=5))
+    assert error.status() in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+    client.close()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(secure.http_url + "/v2/health/live", timeout=5)
+
+
+def test_a_client_that_does_not_trust_the_ca_is_refused(secure, pki):
+    """The server's certificate is checked: a client trusting another CA does not connect."""
+    client = grpcclient.InferenceServerClient(secure.url, ssl=True,
+                                              root_certificates=str(pki.client_ca))
+    error = grpc_failure(lambda: client.is_server_live(headers=BEARER, client_timeout=5))
+    assert error.status() in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+    client.close()
+
+
+def test_http_401_without_the_token_200_with_it(secure, pki):
+    with httpx.Client(base_url=https_url(secure), verify=trusting(pki), timeout=10) as http:
+        for path in ("/v2", "/v2/models/penguins", "/v2/models/penguins/ready"):
+            refused = http.get(path)
+            assert refused.status_code == 401, path
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            assert "missing bearer token" in refused.json()["error"]
+        wrong = http.post("/v2/models/penguins/infer", json=v2_infer_body(),
+                          headers={"authorization": f"Bearer {OTHER_TOKEN}"})
+        assert wrong.status_code == 401
+        assert wrong.json() == {"error": "wrong bearer token"}
+        assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
+        answered = http.post("/v2/models/penguins/infer", json=v2_infer_body(), headers=BEARER)
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["outputs"][0]["name"] == "probabilities"
+        assert http.post("/v2/repository/models/penguins/load").status_code == 401
+
+
+def test_http_health_routes_are_open(secure, pki):
+    with httpx.Client(base_url=https_url(secure), verify=trusting(pki), timeout=10) as http:
+        assert http.get("/v2/health/live").json() == {"live": True}
+        assert http.get("/v2/health/ready").json() == {"ready": True}
+
+
+def test_tritonclient_http_over_tls_with_a_token(secure, pki):
+    url = https_url(secure).removeprefix("https://")
+    client = httpclient.InferenceServerClient(url, ssl=True,
+                                              ssl_options={"ca_certs": str(pki.ca)})
+    try:
+        assert client.is_server_live()  # health: no token
+        with pytest.raises(InferenceServerException) as caught:
+            client.get_model_metadata("penguins")
+        assert "missing bearer token" in caught.value.message()
+        assert client.get_model_metadata("penguins", headers=BEARER)["name"] == "penguins"
+        features, species = one_of_each()
+        tensor = httpclient.InferInput("features", list(features.shape), "FP32")
+        tensor.set_data_from_numpy(features.astype(np.float32), binary_data=False)
+        output = httpclient.InferRequestedOutput("probabilities", binary_data=False)
+        result = client.infer("penguins", [tensor], outputs=[output], headers=BEARER)
+        assert species_of(result) == species
+    finally:
+        client.close()
+
+
+def test_zooserve_health_speaks_tls(secure, pki):
+    def health(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "zooserve", "health", "--url", secure.url,
+                               "--timeout", "5", *flags],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    done = health("--tls-ca", str(pki.ca))
+    assert done.returncode == 0 and done.stdout.strip() == "SERVING", done.stderr
+    # As a Kubernetes exec probe asks: localhost, a certificate naming another host.
+    done = health("--tls-ca", str(pki.ca), "--tls-server-name", "localhost")
+    assert done.returncode == 0, done.stderr
+    plaintext = health()
+    assert plaintext.returncode != 0 and "zooserve health: error:" in plaintext.stderr
+
+
+# Mutual TLS, no token: client certificates required; repository control refused
+
+
+@pytest.fixture(scope="module")
+def mutual(penguins_only, pki, tmp_path_factory) -> Iterator[RunningServer]:
+    tmp = tmp_path_factory.mktemp("mutual")
+    with run_tls_server(penguins_only, tmp, pki, "--tls-client-ca", str(pki.client_ca),
+                        mutual=True) as running:
+        yield running
+
+
+def test_mutual_tls_needs_a_client_certificate(mutual, pki):
+    inputs, species = penguin_inputs()
+    without = grpcclient.InferenceServerClient(mutual.url, ssl=True,
+                                               root_certificates=str(pki.ca))
+    error = grpc_failure(lambda: without.infer("penguins", inputs, client_timeout=5))
+    assert error.status() in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+    without.close()
+
+    stranger = grpcclient.InferenceServerClient(
+        mutual.url, ssl=True, root_certificates=str(pki.ca),
+        private_key=str(pki.stranger_key), certificate_chain=str(pki.stranger_cert))
+    error = grpc_failure(lambda: stranger.infer("penguins", inputs, client_timeout=5))
+    assert error.status() in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+    stranger.close()
+
+    with_cert = grpcclient.InferenceServerClient(
+        mutual.url, ssl=True, root_certificates=str(pki.ca),
+        private_key=str(pki.client_key), certificate_chain=str(pki.client_cert))
+    assert species_of(with_cert.infer("penguins", inputs)) == species  # no token configured
+    with_cert.close()
+
+
+def test_mutual_tls_over_http(mutual, pki):
+    with pytest.raises(httpx.TransportError), httpx.Client(verify=trusting(pki)) as http:
+        http.get(https_url(mutual) + "/v2/models/penguins", timeout=5)
+    stranger = trusting(pki, pki.stranger_cert, pki.stranger_key)
+    with pytest.raises(httpx.TransportError), httpx.Client(verify=stranger) as http:
+        http.get(https_url(mutual) + "/v2/models/penguins", timeout=5)
+    with httpx.Client(verify=trusting(pki, pki.client_cert, pki.client_key),
+                      timeout=10) as http:
+        response = http.post(https_url(mutual) + "/v2/models/penguins/infer",
+                             json=v2_infer_body())
+        assert response.status_code == 200, response.text
+
+
+def test_mutual_tls_startup_line(mutual):
+    line = next(line for line in mutual.log().splitlines() if "security:" in line)
+    assert "client certificates required" in line and "authentication off" in line
+
+
+# Plaintext, no token, reflection off (as a developer might run it)
+
+
+@pytest.fixture(scope="module")
+def plain(penguins_only, tmp_path_factory) -> Iterator[RunningServer]:
+    tmp = tmp_path_factory.mktemp("plain")
+    with run_server(penguins_only, tmp, "--reflection", "false") as running:
+        yield running
+
+
+def test_reflection_can_be_turned_off(plain):
+    with grpc.insecure_channel(plain.url) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            reflect(channel)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_repository_control_without_a_configured_token_is_refused(plain):
+    client = grpcclient.InferenceServerClient(plain.url)
+    for call in (lambda: client.load_model("penguins"),
+                 lambda: client.unload_model("penguins"),
+                 lambda: client.load_model("penguins", headers=BEARER)):
+        error = grpc_failure(call)
+        assert error.status() == "StatusCode.PERMISSION_DENIED"
+        assert "ZOOSERVE_AUTH_TOKEN" in error.message()
+        assert "--auth-token-file" in error.message()
+    inputs, species = penguin_inputs()
+    assert species_of(client.infer("penguins", inputs)) == species  # the rest is open
+    client.close()
+    with httpx.Client(base_url=plain.http_url, timeout=10) as http:
+        for verb in ("load", "unload"):
+            refused = http.post(f"/v2/repository/models/penguins/{verb}", json={})
+            assert refused.status_code == 403
+            assert "ZOOSERVE_AUTH_TOKEN" in refused.json()["error"]
+        assert http.post("/v2/models/penguins/infer", json=v2_infer_body()).status_code == 200
+
+
+def test_the_startup_line_says_security_is_off(plain):
+    line = next(line for line in plain.log().splitlines() if "security:" in line)
+    assert "TLS off" in line and "authentication off" in line
+    assert "reflection off" in line and "docs/security.md" in line
+
+
+# Workers: each worker serves with the same TLS and token (from the environment)
+
+
+def test_workers_serve_tls_and_the_token(penguins_only, pki, tmp_path):
+    env = {"ZOOSERVE_AUTH_TOKEN": TOKEN}
+    with run_tls_server(penguins_only, tmp_path, pki, "--workers", "2", env=env) as running:
+        inputs, species = penguin_inputs()
+        for _ in range(2):  # a new channel each time: the kernel picks a worker per connection
+            client = grpcclient.InferenceServerClient(running.url, ssl=True,
+                                                      root_certificates=str(pki.ca))
+            assert species_of(client.infer("penguins", inputs, headers=BEARER)) == species
+            error = grpc_failure(lambda client=client: client.infer("penguins", inputs))
+            assert error.status() == "StatusCode.UNAUTHENTICATED"
+            client.close()
+        assert "ZOOSERVE_AUTH_TOKEN" in running.log() and TOKEN not in running.log()
+
+
+# Settings that cannot be used: one line, a non-zero exit, before any model loads
+
+
+def serve_fails(tmp_path: Path, *flags: str, env: dict | None = None) -> str:
+    import os
+
+    command = [sys.executable, "-m", "zooserve", "serve", "--models", str(conftest.MODELS),
+               "--grpc-port", str(conftest.free_port()), "--http-port",
+               str(conftest.free_port()), "--metrics-port", str(conftest.free_port()), *flags]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ZOOSERVE_")}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          env={**environment, **(env or {})})
+    assert done.returncode != 0, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("zooserve serve: error: "), done.stderr
+    assert "loaded" not in done.stdout + done.stderr  # no model was loaded
+    return lines[0]
+
+
+def test_unusable_tls_and_token_settings_stop_the_server_at_once(pki, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    cert, key = str(pki.server_cert), str(pki.server_key)
+    cases = [
+        (["--tls-cert", cert], {}, ["--tls-cert", "--tls-key"]),
+        (["--tls-key", key], {}, ["--tls-key", "--tls-cert"]),
+        (["--tls-cert", cert, "--tls-key", str(tmp_path / "missing.key")], {},
+         ["--tls-key", "missing.key", "cannot read"]),
+        (["--tls-cert", str(empty), "--tls-key", key], {}, ["--tls-cert", "no PEM"]),
+        (["--tls-cert", cert, "--tls-key", str(pki.client_key)], {},
+         ["not a usable certificate and matching"]),
+        (["--tls-client-ca", str(pki.client_ca)], {}, ["--tls-client-ca", "mutual TLS"]),
+        (["--auth-token-file", str(empty)], {}, ["--auth-token-file", "empty"]),
+        (["--auth-token-file", str(short)], {}, ["at least 16"]),
+        (["--auth-token-file", str(tmp_path / "nope")], {}, ["cannot read"]),
+        (["--auth-token-file", str(pki.ca)], {"ZOOSERVE_AUTH_TOKEN": TOKEN},
+         ["both", "ZOOSERVE_AUTH_TOKEN"]),
+        ([], {"ZOOSERVE_AUTH_TOKEN": "two words and more than sixteen"}, ["without spaces"]),
+        ([], {"ZOOSERVE_TLS_CERT": cert}, ["ZOOSERVE_TLS_KEY"]),
+    ]
+    for flags, env, fragments in cases:
+        line = serve_fails(tmp_path, *flags, env=env)
+        for fragment in fragments:
+            assert fragment in line, (flags, line)
+        assert TOKEN not in line and "sixteen" not in line
+
+
+# The same checks in process: the token never in a message, the bearer parser
+
+
+def test_bearer_problem_names_what_is_wrong():
+    expected = TOKEN.encode()
+    assert bearer_problem(f"Bearer {TOKEN}", expected) is None
+    assert bearer_problem(f"bearer {TOKEN}".encode(), expected) is None
+    assert "missing" in bearer_problem(None, expected)
+    assert "not 'Bearer <token>'" in bearer_problem("Bearer ", expected)
+    assert "not 'Bearer <token>'" in bearer_problem(f"Token {TOKEN}", expected)
+    assert bearer_problem(f"Bearer {TOKEN}x", expected) == "wrong bearer token"
+    assert bearer_problem(f"Bearer {TOKEN[:-1]}", expected) == "wrong bearer token"
+
+
+def test_the_token_is_never_in_the_description():
+    security = Security(token=TOKEN, token_source="ZOOSERVE_AUTH_TOKEN")
+    assert TOKEN not in security.describe() and TOKEN not in repr(security)
+    assert "ZOOSERVE_AUTH_TOKEN" in security.describe()
+
+
+# ONNX only: a pickle or Keras file is never opened
+
+
+class _Tripwire:
+    """Unpickling this writes a file: the proof that something unpickled it."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+def test_pickle_and_keras_files_are_never_loaded(copy_model, tmp_path):
+    repo = copy_model("penguins")
+    marker = tmp_path / "unpickled"
+    trap = repo / "trap" / "1"
+    trap.mkdir(parents=True)
+    (trap / "model.pkl").write_bytes(pickle.dumps(_Tripwire(marker)))
+    (trap / "model.keras").write_bytes(pickle.dumps(_Tripwire(marker)))  # not even a zip
+    (trap / "card.json").write_text('{"name": "trap", "version": 1}')
+    with run_server(repo, tmp_path) as running:
+        client = grpcclient.InferenceServerClient(running.url)
+        index = {(m.name, m.version) for m in client.get_model_repository_index().models}
+        assert ("penguins", "1") in index
+        assert not any(name == "trap" for name, _ in index)
+        assert not client.is_model_ready("trap")
+        client.close()
+        assert "skipping" in running.log() and "no model.onnx" in running.log()
+    assert not marker.exists()
