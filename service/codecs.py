@@ -23,22 +23,34 @@ from collections.abc import Sequence
 import numpy as np
 
 from service.datatypes import NUMPY_BY_DATATYPE
-from service.errors import invalid_argument
+from service.errors import invalid_argument, quoted
+from service.limits import MAX_ELEMENTS, MAX_RANK
 
 INPUT = "input"
 OUTPUT = "output"
 
 
 def _who(name: str, role: str) -> str:
-    return f"{role} '{name}'"
+    return f"{role} {quoted(name)}"
 
 
 def check_shape(name: str, shape: Sequence[int], role: str = INPUT) -> tuple[int, ...]:
+    """The shape as a tuple, within the limits (service.limits): at most MAX_RANK axes, none
+    negative, at most MAX_ELEMENTS elements. Checked before anything is sized from it."""
+    if len(shape) > MAX_RANK:
+        raise invalid_argument(
+            f"{_who(name, role)}: shape has {len(shape)} axes, more than the limit of {MAX_RANK}"
+        )
     dims = tuple(map(int, shape))
     if dims and min(dims) < 0:
         raise invalid_argument(
             f"{_who(name, role)}: shape {list(dims)} has a negative dimension; "
             "a request names the actual size of every axis"
+        )
+    if dims and (max(dims) > MAX_ELEMENTS or math.prod(dims) > MAX_ELEMENTS):
+        raise invalid_argument(
+            f"{_who(name, role)}: shape {list(dims)} has more elements than the limit of "
+            f"{MAX_ELEMENTS} per tensor"
         )
     return dims
 
@@ -46,10 +58,10 @@ def check_shape(name: str, shape: Sequence[int], role: str = INPUT) -> tuple[int
 def numpy_dtype(name: str, datatype: str, role: str = INPUT) -> np.dtype:
     try:
         return NUMPY_BY_DATATYPE[datatype]
-    except KeyError:
+    except (KeyError, TypeError):
         known = ", ".join(NUMPY_BY_DATATYPE)
         raise invalid_argument(
-            f"{_who(name, role)}: unknown datatype '{datatype}', expected one of {known}"
+            f"{_who(name, role)}: unknown datatype {quoted(datatype)}, expected one of {known}"
         ) from None
 
 
@@ -77,21 +89,43 @@ def decode_raw(
 def _decode_raw_bytes(
     name: str, role: str, dims: tuple[int, ...], count: int, raw: bytes
 ) -> np.ndarray:
-    items: list[bytes] = []
-    offset = 0
-    while offset + 4 <= len(raw):
-        (length,) = struct.unpack_from("<I", raw, offset)
-        offset += 4
-        if offset + length > len(raw):
-            break
-        items.append(raw[offset : offset + length])
-        offset += length
-    if offset != len(raw) or len(items) != count:
+    # Each element costs at least its 4-byte prefix: a shape the buffer cannot hold is
+    # refused before any element is made.
+    items = _split_length_prefixed(raw, count) if count * 4 <= len(raw) else None
+    if items is None:
         raise invalid_argument(
-            f"{_who(name, role)}: raw BYTES content does not hold {count} length-prefixed "
-            f"elements for shape {list(dims)}"
+            f"{_who(name, role)}: raw BYTES content ({len(raw)} bytes) does not hold {count} "
+            f"length-prefixed elements for shape {list(dims)}"
         )
     return object_array(items, dims)
+
+
+def _split_length_prefixed(raw: bytes, count: int) -> list[bytes] | None:
+    """Exactly `count` elements, each a 4-byte little-endian length and its bytes, filling
+    `raw`; None when they do not. Equal-length elements (fixed-width text, the common case)
+    are cut without reading each prefix in Python."""
+    size = len(raw)
+    (first,) = struct.unpack_from("<I", raw, 0) if count else (0,)
+    stride = 4 + first
+    if count and stride * count == size:
+        prefixes = np.ndarray((count,), dtype="<u4", buffer=raw, strides=(stride,))
+        if bool((prefixes == first).all()):
+            return [raw[offset : offset + first] for offset in range(4, size, stride)]
+    unpack = struct.Struct("<I").unpack_from
+    items: list[bytes] = []
+    append = items.append
+    offset = 0
+    for _ in range(count):
+        if offset + 4 > size:
+            return None
+        (length,) = unpack(raw, offset)
+        offset += 4
+        end = offset + length
+        if end > size:
+            return None
+        append(raw[offset:end])
+        offset = end
+    return items if offset == size else None
 
 
 def encode_raw(array: np.ndarray) -> bytes:
@@ -133,31 +167,160 @@ def decode_nested(name: str, datatype: str, values: object, role: str = INPUT) -
     return _elements(name, datatype, values, role)
 
 
+# JSON has no NaN or infinities: the float elements that are not finite travel as these
+# strings, which JSON parsers keep and numpy (tritonclient's `as_numpy`) reads back as floats.
+NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
 def encode_json(array: np.ndarray, nested: bool = True) -> list:
-    """An array as JSON-ready Python lists, nested by its shape or flat; BYTES as text."""
+    """An array as JSON-ready Python lists, nested by its shape or flat; BYTES as text;
+    float elements that are not finite as "NaN", "Infinity" or "-Infinity" (strict JSON, as
+    the HTTP responses are written)."""
     if array.dtype.kind in "OSU":
         texts = [_as_text(item) for item in array.reshape(-1)]
         return object_array(texts, array.shape).tolist() if nested else texts
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        words = np.where(np.isnan(array), "NaN", np.where(array > 0, "Infinity", "-Infinity"))
+        mixed = array.astype(object)
+        mixed[~np.isfinite(array)] = words[~np.isfinite(array)]
+        array = mixed
     return array.tolist() if nested else array.reshape(-1).tolist()
 
 
+# What a JSON (or Python) element may be, per kind of datatype: JSON's booleans are not
+# numbers, integer datatypes take integers only, and BYTES takes text (or bytes).
+_BOOL_TYPES = frozenset({bool})
+_INT_TYPES = frozenset({int})
+_FLOAT_TYPES = frozenset({int, float})
+_BYTES_TYPES = frozenset({str, bytes})
+_WORDS = {"b": "true or false", "i": "integers", "u": "integers",
+          "f": 'numbers ("NaN", "Infinity" and "-Infinity" for the others)', "O": "text"}
+
+
 def _elements(name: str, datatype: str, values: object, role: str) -> np.ndarray:
+    """The elements as an array of the datatype, each checked: an array (gRPC's typed
+    contents, already numbers of the wire's type) is range-checked and cast; Python values
+    (JSON) are checked by type, nesting and range first."""
     dtype = numpy_dtype(name, datatype, role)
+    if isinstance(values, np.ndarray) and values.dtype != object:
+        return _cast_in_range(name, role, datatype, dtype, values)
     try:
-        if datatype == "BYTES":
-            return _bytes_array(values)
-        return np.asarray(values, dtype=dtype)
-    except (ValueError, TypeError, OverflowError) as exc:
+        nested = np.asarray(values, dtype=object)
+    except (ValueError, RuntimeError, TypeError):  # numpy's own limit on nesting
         raise invalid_argument(
-            f"{_who(name, role)}: elements cannot be read as {datatype}: {exc}"
+            f"{_who(name, role)}: elements cannot be read as {datatype}: nested more than "
+            f"{MAX_RANK} deep, or ragged"
         ) from None
+    if nested.ndim > MAX_RANK:
+        raise invalid_argument(
+            f"{_who(name, role)}: elements nested {nested.ndim} deep, more than the limit of "
+            f"{MAX_RANK} axes"
+        )
+    if nested.size > MAX_ELEMENTS:
+        raise invalid_argument(
+            f"{_who(name, role)}: {nested.size} elements, more than the limit of "
+            f"{MAX_ELEMENTS} per tensor"
+        )
+    flat = nested.reshape(-1)
+    allowed = {"b": _BOOL_TYPES, "i": _INT_TYPES, "u": _INT_TYPES, "f": _FLOAT_TYPES,
+               "O": _BYTES_TYPES}[dtype.kind]
+    if dtype.kind == "f" and str in set(map(type, flat)):  # "NaN", as encode_json writes it
+        flat = np.array([NON_FINITE_TEXT.get(v, v) if type(v) is str else v for v in flat],
+                        dtype=object)
+    if not set(map(type, flat)) <= allowed:
+        index, item = next((i, v) for i, v in enumerate(flat) if type(v) not in allowed)
+        raise invalid_argument(
+            f"{_who(name, role)}: elements cannot be read as {datatype}: element {index} is "
+            f"{_describe(item)}; {datatype} elements are {_WORDS[dtype.kind]}"
+        )
+    if dtype.kind == "O":
+        return object_array([_as_bytes(item) for item in flat], nested.shape)
+    if dtype.kind == "b":
+        return flat.astype(dtype).reshape(nested.shape)
+    if dtype.kind in "iu":
+        return _ints_in_range(name, role, datatype, dtype, flat).reshape(nested.shape)
+    try:
+        wide = flat.astype(np.float64)
+    except OverflowError:  # an integer beyond any float
+        index = next(i for i, v in enumerate(flat) if type(v) is int and v.bit_length() > 1000)
+        raise _out_of_range(name, role, datatype, index, flat[index]) from None
+    return _cast_in_range(name, role, datatype, dtype, wide).reshape(nested.shape)
 
 
-def _bytes_array(values: object) -> np.ndarray:
-    # np.asarray would read a list of equal-length strings as one fixed-width text array;
-    # BYTES elements are each their own bytes object.
-    nested = np.asarray(values, dtype=object)
-    return object_array([_as_bytes(item) for item in nested.reshape(-1)], nested.shape)
+def _ints_in_range(
+    name: str, role: str, datatype: str, dtype: np.dtype, flat: np.ndarray
+) -> np.ndarray:
+    """Python ints (an object array) as the integer dtype, refused if any does not fit."""
+    if flat.size:
+        info = np.iinfo(dtype)
+        low, high = min(flat), max(flat)
+        if low < info.min or high > info.max:
+            index = next(i for i, v in enumerate(flat) if not info.min <= v <= info.max)
+            raise _out_of_range(name, role, datatype, index, flat[index])
+    return flat.astype(dtype)
+
+
+def _cast_in_range(
+    name: str, role: str, datatype: str, dtype: np.dtype, array: np.ndarray
+) -> np.ndarray:
+    """Numbers as the datatype's dtype, refused where one does not fit: integers out of the
+    datatype's range, finite floats that would become infinite. NaN and infinities of a
+    float datatype are values like any other."""
+    if array.dtype == dtype:
+        return array
+    if array.dtype.kind == "b" or dtype.kind == "b":
+        if array.dtype.kind != dtype.kind:
+            raise invalid_argument(
+                f"{_who(name, role)}: {array.dtype} elements given for {datatype}"
+            )
+        return array.astype(dtype)
+    if dtype.kind in "iu":
+        if array.dtype.kind not in "iu":
+            raise invalid_argument(
+                f"{_who(name, role)}: {array.dtype} elements given; {datatype} elements are "
+                "integers"
+            )
+        info = np.iinfo(dtype)
+        if array.size and (int(array.min()) < info.min or int(array.max()) > info.max):
+            index = next(i for i, v in enumerate(array.reshape(-1).tolist())
+                         if not info.min <= v <= info.max)
+            raise _out_of_range(name, role, datatype, index, array.reshape(-1)[index])
+        return array.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = array.astype(dtype)
+    if dtype.kind == "f" and cast.size:
+        overflowed = np.isinf(cast) & np.isfinite(array)
+        if overflowed.any():
+            index = int(np.flatnonzero(overflowed.reshape(-1))[0])
+            raise _out_of_range(name, role, datatype, index, array.reshape(-1)[index])
+    return cast
+
+
+def _out_of_range(name: str, role: str, datatype: str, index: int, value: object):
+    return invalid_argument(
+        f"{_who(name, role)}: element {index} ({_number(value)}) is out of the range of "
+        f"{datatype}"
+    )
+
+
+def _number(value: object) -> str:
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of {value.bit_length()} bits"
+    return str(value)
+
+
+def _describe(item: object) -> str:
+    if item is None:
+        return "null"
+    if isinstance(item, bool):
+        return "a boolean"
+    if isinstance(item, list):
+        return "a list (the nesting is ragged or deeper than the elements)"
+    if isinstance(item, (str, bytes)):
+        return f"the text {quoted(item, 20)}"
+    if isinstance(item, (int, float)):
+        return f"the number {_number(item)}"
+    return f"{type(item).__name__} {quoted(repr(item), 20)}"
 
 
 def object_array(items: Sequence[object], shape: Sequence[int]) -> np.ndarray:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
+
+from service.limits import MAX_ECHO
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,26 @@ class ServingError(Exception):
         return f"ServingError({self.kind.name}, {self.message!r})"
 
 
+def quoted(text: object, limit: int = MAX_ECHO) -> str:
+    """A client-supplied string as an error message or a log line may show it: its repr (so a
+    newline or an escape sequence cannot forge a log line or break a message), cut to `limit`
+    characters with the full length said. Every name, version or id a client sent is shown
+    through this."""
+    text = text if isinstance(text, str) else str(text)
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+# C0 and C1 control characters and the Unicode line separators: what a log line must not hold.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_log_line(text: str) -> str:
+    """Text with its control characters escaped, so it stays one line in the log."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
 def not_found(message: str) -> ServingError:
     return ServingError(ErrorKind.NOT_FOUND, message)
 
@@ -58,7 +81,7 @@ def as_serving_error(exc: BaseException, where: str) -> ServingError:
     """The error a client is told about, logged once: a ServingError as it is; anything
     else is our bug, logged with its traceback and answered INTERNAL without details."""
     if isinstance(exc, ServingError):
-        log.info("%s: %s: %s", where, exc.kind.name, exc.message)
+        log.info("%s: %s: %s", where, exc.kind.name, one_log_line(exc.message))
         return exc
     log.error("%s failed", where, exc_info=exc)
     return ServingError(ErrorKind.INTERNAL, INTERNAL_MESSAGE)

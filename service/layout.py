@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.limits import VERSION_MAX_DIGITS
+
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
@@ -22,14 +24,17 @@ CARD_FILE = "card.json"
 # Beside the version folders: how the server runs the model (service/serving_config.py).
 SERVING_FILE = "serving.json"
 
-# Triton's rule: a version folder is a positive number written without a leading zero
-# (`007` is ignored), and it must fit the protocol's int64 (at most 18 digits keeps it clear).
-_VERSION_FOLDER = re.compile(r"[1-9][0-9]{0,17}")
+# Triton's rule: a version folder is a positive number written in ASCII digits without a
+# leading zero (`007` is ignored), and it must fit the protocol's int64 (at most 18 digits
+# keeps it clear). `str.isdigit` is not the test: it accepts `²` and other scripts' digits,
+# which `int` rejects or reads as another number.
+_VERSION = re.compile(f"[1-9][0-9]{{0,{VERSION_MAX_DIGITS - 1}}}")
 
 
 def parse_version(text: str) -> int | None:
-    """The version a folder name (or a request's version string) stands for; None if none."""
-    return int(text) if _VERSION_FOLDER.fullmatch(text) else None
+    """The version a folder name (or a request's version string) stands for; None if none.
+    Every path that reads a version, from disk or from a request, goes through here."""
+    return int(text) if _VERSION.fullmatch(text) else None
 
 
 def version_folders(model_dir: Path) -> dict[int, Path]:
@@ -43,8 +48,9 @@ def version_folders(model_dir: Path) -> dict[int, Path]:
         if version is None:
             if not folder.name.startswith("."):
                 log.warning(
-                    "skipping %s: version folders are positive integers without leading zeros",
-                    folder,
+                    "skipping %r in %s: version folders are positive integers in ASCII digits "
+                    "without a leading zero, at most %d of them",
+                    folder.name[:64], model_dir, VERSION_MAX_DIGITS,
                 )
             continue
         found[version] = folder

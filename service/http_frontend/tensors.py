@@ -21,8 +21,9 @@ import numpy as np
 
 from service import codecs
 from service.dataplane import InferenceRequest, InferenceResponse
-from service.errors import invalid_argument
+from service.errors import invalid_argument, quoted
 from service.labels import labelled_output
+from service.limits import MAX_ID_LENGTH
 from service.runtime import PLATFORM, LoadedModel, TensorSpec
 
 # requests
@@ -43,16 +44,16 @@ def decode_tensor(model: LoadedModel, tensor: object) -> tuple[str, np.ndarray]:
     name = tensor.get("name")
     if not isinstance(name, str) or not name:
         raise invalid_argument('an input has no "name" (a string)')
+    who = f"input {quoted(name)}"
     missing = [key for key in ("datatype", "shape", "data") if key not in tensor]
     if missing:
-        raise invalid_argument(f"input '{name}' has no " + ", ".join(f'"{k}"' for k in missing))
+        raise invalid_argument(f"{who} has no " + ", ".join(f'"{k}"' for k in missing))
     datatype, shape, data = tensor["datatype"], tensor["shape"], tensor["data"]
     if not isinstance(datatype, str):
-        raise invalid_argument(f'input \'{name}\': "datatype" must be a string, e.g. "FP32"')
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) for d in shape
-    ):
-        raise invalid_argument(f"input '{name}': \"shape\" must be a list of integers")
+        raise invalid_argument(f'{who}: "datatype" must be a string, e.g. "FP32"')
+    if not isinstance(shape, list) or not all(type(d) is int for d in shape):
+        raise invalid_argument(f'{who}: "shape" must be a list of integers')
+    check_parameters(tensor, who)
     spec = model.input_spec(name)
     model.check_datatype(spec, datatype)
     if not isinstance(data, list):
@@ -86,11 +87,41 @@ def decode_inputs(model: LoadedModel, inputs: object) -> dict[str, np.ndarray]:
     )
 
 
+def request_id(body: Mapping) -> str:
+    """The request's `id`: text of at most MAX_ID_LENGTH characters ("" when absent)."""
+    value = body.get("id")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise invalid_argument(f'"id" must be a string, got {type(value).__name__}')
+    if len(value) > MAX_ID_LENGTH:
+        raise invalid_argument(
+            f'"id" of {len(value)} characters; at most {MAX_ID_LENGTH}'
+        )
+    return value
+
+
+def check_parameters(holder: Mapping, who: str) -> None:
+    """`parameters`, where given, is an object whose values are strings, numbers or
+    booleans (the protocol's parameter types)."""
+    parameters = holder.get("parameters")
+    if parameters is None:
+        return
+    if not isinstance(parameters, Mapping):
+        raise invalid_argument(f'{who}: "parameters" must be an object')
+    for key, value in parameters.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise invalid_argument(
+                f"{who}: parameter {quoted(key)} must be a string, number or boolean, "
+                f"got {'null' if value is None else type(value).__name__}"
+            )
+
+
 def _unique(pairs) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for name, array in pairs:
         if name in arrays:
-            raise invalid_argument(f"input '{name}' appears more than once")
+            raise invalid_argument(f"input {quoted(name)} appears more than once")
         arrays[name] = array
     return arrays
 
@@ -110,12 +141,14 @@ def v2_inference_request(
         isinstance(o, Mapping) and isinstance(o.get("name"), str) for o in outputs
     ):
         raise invalid_argument('"outputs" must be a list of {"name": "<output name>"}')
-    request_id = body.get("id", "")
+    for output in outputs:
+        check_parameters(output, f"output {quoted(output['name'])}")
+    check_parameters(body, "the request")
     return InferenceRequest(
         model=model,
         inputs=_unique(decode_tensor(model, t) for t in tensors),
         requested_outputs=[o["name"] for o in outputs] or None,
-        id=str(request_id) if request_id is not None else "",
+        id=request_id(body),
         received_ns=time.perf_counter_ns() if received_ns is None else received_ns,
     )
 
