@@ -51,7 +51,7 @@ async def _serve(settings: Settings, worker: WorkerLink | None = None) -> None:
     try:
         http_frontend = await start_http_server(
             dataplane, settings.host, http_port, settings.drain_timeout, reuse_port=sharing,
-            security=security,
+            security=security, max_request_bytes=settings.max_request_bytes,
         )
     except OSError:
         await grpc_frontend.close()

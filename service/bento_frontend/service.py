@@ -117,7 +117,8 @@ def model_source(running_from_bento: bool) -> str:
     return source
 
 
-@bentoml.asgi_app(build_v2_app(bentoml.get_current_service), path="/", name="kserve-v2")
+@bentoml.asgi_app(build_v2_app(bentoml.get_current_service, SETTINGS.max_request_bytes),
+                  path="/", name="kserve-v2")
 @bentoml.service(
     name="zooserve",
     workers=1,

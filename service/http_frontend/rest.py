@@ -12,17 +12,21 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from service.dataplane import DataPlane
+from service.dataplane import DataPlane, InferenceRequest
 from service.errors import invalid_argument, unavailable
-from service.http_frontend import tensors
-from service.http_frontend.status import error_response
+from service.http_frontend import binary, body, extensions, tensors
+from service.http_frontend.status import HttpError, error_response
+from service.settings import Settings
 
-# The Triton extensions the gRPC frontend implements; over HTTP only the core verbs exist.
-EXTENSIONS: list[str] = []
+# The Triton extensions the HTTP side implements (ServerMetadata's `extensions`).
+EXTENSIONS: list[str] = ["binary_tensor_data", "model_configuration", "statistics"]
+DEFAULT_MAX_REQUEST_BYTES = Settings.max_request_bytes
 
 
 class Frontend(Protocol):
@@ -36,8 +40,12 @@ class Frontend(Protocol):
 Handler = Callable[[Request, Frontend], Awaitable[Response]]
 
 
-def build_v2_app(current: Callable[[], Frontend | None]) -> Starlette:
-    """The app; `current()` returns the running service (None before it has started)."""
+def build_v2_app(
+    current: Callable[[], Frontend | None], max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+) -> Starlette:
+    """The app; `current()` returns the running service (None before it has started).
+    Every request body is held to `max_request_bytes` (the setting of that name): 413
+    beyond it (service/http_frontend/body.py)."""
 
     def route(path: str, methods: list[str]):
         def register(handler: Handler) -> Handler:
@@ -79,6 +87,16 @@ def build_v2_app(current: Callable[[], Frontend | None]) -> Starlette:
         is_ready = frontend.ready()
         return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 503)
 
+    # Before /v2/models/{name}, which would read "stats" as a model's name.
+    @route("/v2/models/stats", ["GET"])
+    @route("/v2/models/{name}/stats", ["GET"])
+    @route("/v2/models/{name}/versions/{version}/stats", ["GET"])
+    async def model_statistics(request: Request, frontend: Frontend) -> Response:
+        name = request.path_params.get("name", "")
+        version = request.path_params.get("version", "")
+        rows = frontend.dataplane.statistics(name, version)
+        return JSONResponse(extensions.model_statistics(rows))
+
     @route("/v2/models/{name}", ["GET"])
     @route("/v2/models/{name}/versions/{version}", ["GET"])
     async def model_metadata(request: Request, frontend: Frontend) -> Response:
@@ -98,30 +116,102 @@ def build_v2_app(current: Callable[[], Frontend | None]) -> Starlette:
     @route("/v2/models/{name}/infer", ["POST"])
     @route("/v2/models/{name}/versions/{version}/infer", ["POST"])
     async def infer(request: Request, frontend: Frontend) -> Response:
+        """JSON tensors, or Triton's binary tensor data extension (service/http_frontend/
+        binary.py) both ways; a gzip or deflate body; a gzip or deflate answer when the
+        client accepts one."""
         name, version = _model_path(request)
-        if "inference-header-content-length" in request.headers:
-            raise invalid_argument(
-                "the binary tensor data extension is not supported over HTTP; send JSON "
-                "tensors, or use gRPC for raw tensors"
-            )
         received = time.perf_counter_ns()
         model = frontend.dataplane.model(name, version)  # NOT_FOUND first, as over gRPC
-        body = await _json_body(request)
-        return await frontend.dataplane.infer(
-            tensors.v2_inference_request(model, body, received),
-            lambda response: JSONResponse(tensors.v2_infer_response(response)),
-        )
+        raw = await body.read_body(request, max_request_bytes)
+        encoding = request.headers.get("content-encoding", "")
+        header = request.headers.get(binary.HEADER)
+        choices: list[binary.OutputChoice] = []
 
-    return Starlette(routes=routes)
+        def decode() -> InferenceRequest:
+            inference, choice = binary.inference_request(
+                model, body.decompress(raw, encoding, max_request_bytes), header, received
+            )
+            choices.append(choice)
+            return inference
+
+        # A large body is decompressed and decoded off the event loop (DataPlane.infer_message);
+        # a compressed one always, since its size says little about what it inflates to.
+        size = len(raw) if body.identity(encoding) else max_request_bytes
+        response = await frontend.dataplane.infer_message(
+            model, decode, size, lambda answer: binary.infer_response(answer, choices[0])
+        )
+        return _compressed(response, request.headers.get("accept-encoding", ""))
+
+    @route("/v2/models/{name}/config", ["GET"])
+    @route("/v2/models/{name}/versions/{version}/config", ["GET"])
+    async def model_config(request: Request, frontend: Frontend) -> Response:
+        name, version = _model_path(request)
+        return JSONResponse(extensions.model_config(frontend.dataplane.model(name, version)))
+
+    @route("/v2/repository/index", ["POST"])
+    async def repository_index(request: Request, frontend: Frontend) -> Response:
+        """Every model version found, `{"ready": true}` for the ready ones only; an empty
+        body (as tritonclient sends) asks for all."""
+        raw = await body.read_body(request, max_request_bytes)
+        raw = body.decompress(raw, request.headers.get("content-encoding", ""),
+                              max_request_bytes)
+        options = _json(raw, "the request body") if raw.strip() else {}
+        if not isinstance(options, dict):
+            raise invalid_argument('the request body must be a JSON object, e.g. {"ready": true}')
+        ready = options.get("ready", False)
+        if not isinstance(ready, bool):
+            raise invalid_argument('"ready" must be true or false')
+        rows = frontend.dataplane.index()
+        return JSONResponse(extensions.repository_index(rows, ready_only=ready))
+
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(body.BodyLimit, max_bytes=max_request_bytes)],
+        exception_handlers={HTTPException: _no_route, HttpError: _refused},
+    )
+
+
+async def _no_route(request: Request, exc: Exception) -> Response:
+    """A path the app does not answer (404) or a method its path does not take (405), as
+    JSON like every other error, never Starlette's plain text."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path[:200]}"
+        allowed = (exc.headers or {}).get("Allow")
+        if allowed:
+            message += f"; use {allowed}"
+    elif exc.status_code == 404:
+        message = f"no such path: {request.url.path[:200]}"
+    else:
+        message = exc.detail
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    """An HttpError a handler did not answer itself (a body over the limit while a route
+    that reads none was running)."""
+    return error_response(exc, f"{request.method} {request.url.path[:200]}")
+
+
+def _compressed(response: Response, accept_encoding: str) -> Response:
+    """The response compressed with gzip or deflate when the client accepts one and it is
+    worth it."""
+    coding = body.accepted_encoding(accept_encoding) if accept_encoding else None
+    if coding is None or len(response.body) < body.COMPRESS_AT_LEAST:
+        return response
+    packed = body.compress(bytes(response.body), coding)
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+    headers["Content-Encoding"] = coding
+    headers["Vary"] = "Accept-Encoding"
+    return Response(packed, status_code=response.status_code, headers=headers)
 
 
 def _model_path(request: Request) -> tuple[str, str | None]:
     return request.path_params["name"], request.path_params.get("version")
 
 
-async def _json_body(request: Request) -> object:
-    raw = await request.body()
+def _json(raw: bytes | bytearray, what: str) -> object:
     try:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise invalid_argument(f"the request body is not JSON: {exc}") from None
+        raise invalid_argument(f"{what} is not JSON: {exc}") from None

@@ -13,7 +13,7 @@ import socket
 import uvicorn
 
 from service.dataplane import DataPlane
-from service.http_frontend.rest import build_v2_app
+from service.http_frontend.rest import DEFAULT_MAX_REQUEST_BYTES, build_v2_app
 from service.security import PLAINTEXT, Security
 
 log = logging.getLogger(__name__)
@@ -66,12 +66,13 @@ def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
 async def start_http_server(
     dataplane: DataPlane, host: str, port: int, drain_timeout: float = 30.0,
     reuse_port: bool = False, security: Security = PLAINTEXT,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> HttpFrontend:
     """Listen on host:port (SO_REUSEPORT only with `reuse_port`, as the gRPC server), with
     `security`'s TLS and token (plaintext and open by default)."""
     sock = _listen(host, port, reuse_port)
     frontend: HttpFrontend | None = None
-    app = security.wrap_asgi(build_v2_app(lambda: frontend))
+    app = security.wrap_asgi(build_v2_app(lambda: frontend, max_request_bytes))
     config = uvicorn.Config(
         app, lifespan="off", access_log=False, log_level="warning",
         timeout_graceful_shutdown=max(1, int(drain_timeout)),

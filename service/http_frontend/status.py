@@ -3,9 +3,13 @@ service/grpc_frontend/status.py). A client's mistake is 4xx, never 500."""
 
 from __future__ import annotations
 
+import logging
+
 from starlette.responses import JSONResponse
 
 from service.errors import ErrorKind, as_serving_error
+
+log = logging.getLogger(__name__)
 
 HTTP_STATUS_BY_KIND: dict[ErrorKind, int] = {
     ErrorKind.INVALID_ARGUMENT: 400,
@@ -17,7 +21,22 @@ HTTP_STATUS_BY_KIND: dict[ErrorKind, int] = {
 }
 
 
+class HttpError(Exception):
+    """A refusal that only HTTP has a status for (413 for a body over the size limit, 415 for
+    an unknown Content-Encoding, 404/405 for a path or method the app does not answer),
+    with any headers the answer needs."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
 def error_response(exc: BaseException, where: str) -> JSONResponse:
     """The JSON error body `{"error": message}` with the status code for this exception."""
+    if isinstance(exc, HttpError):
+        log.info("%s: HTTP %d: %s", where, exc.status, exc.message)
+        return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
     error = as_serving_error(exc, where)
     return JSONResponse({"error": error.message}, status_code=HTTP_STATUS_BY_KIND[error.kind])
