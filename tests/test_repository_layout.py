@@ -13,13 +13,16 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from service import layout
-from tests.conftest import MODELS, ROOT
+from tests.conftest import MODELS, ROOT, run_server
 
 
 @pytest.mark.parametrize("text, version", [
     ("1", 1), ("12", 12), ("999999999999999999", 999999999999999999),
     ("007", None), ("0", None), ("-1", None), ("+1", None), (" 1", None), ("1e3", None),
     ("\uff11", None),  # a full-width digit: str.isdigit() says yes, Triton says no
+    ("\u00b2", None),  # '²': str.isdigit() says yes, int() refuses it
+    ("\u0661", None),  # Arabic-Indic one: int() reads it as 1, but it is no ASCII digit
+    ("1\n", None), ("9" * 30, None),
     ("1" * 19, None), ("latest", None), ("", None),
 ])  # fmt: skip
 def test_version_folder_rule(text, version):
@@ -77,3 +80,23 @@ def test_odd_version_strings_are_not_found(server, version):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     assert "versions served: 1" in caught.value.details()
     assert len(caught.value.details()) < 300
+
+
+def test_odd_version_folders_are_skipped_and_the_server_starts(tmp_path, copy_model):
+    """`²` (isdigit, not int), a 30-digit number (beyond int64) and a name with a newline
+    are skipped with a warning, quoted so the newline cannot forge a log line; the real
+    version serves."""
+    repository = copy_model("penguins")
+    odd = ["\u00b2", "9" * 30, "2\nERROR forged"]
+    for name in odd:
+        (repository / "penguins" / name).mkdir()
+        (repository / "penguins" / name / layout.MODEL_FILE).write_bytes(b"not a model")
+    with run_server(repository, tmp_path) as running:
+        with grpc.insecure_channel(running.url) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            metadata = stub.ModelMetadata(service_pb2.ModelMetadataRequest(name="penguins"))
+        log = running.log()
+    assert list(metadata.versions) == ["1"]
+    for name in odd:
+        assert f"skipping {name!r}" in log, log
+    assert "\nERROR forged" not in log

@@ -9,10 +9,11 @@ import numpy as np
 
 from service import codecs
 from service.dataplane import InferenceRequest, InferenceResponse
-from service.errors import invalid_argument
+from service.errors import invalid_argument, quoted
 from service.grpc_frontend import tensors
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import model_config_pb2 as config_pb
+from service.limits import MAX_ID_LENGTH
 from service.repository import IndexEntry
 from service.runtime import PLATFORM, LoadedModel, TensorSpec
 from service.statistics import Duration, StatisticsSnapshot
@@ -33,9 +34,13 @@ def inference_request(
             f"request has {len(message.inputs)} inputs but {len(raw)} raw_input_contents; "
             "send one raw buffer per input, in the order of the inputs"
         )
+    if len(message.id) > MAX_ID_LENGTH:
+        raise invalid_argument(
+            f"request id of {len(message.id)} characters; at most {MAX_ID_LENGTH}"
+        )
     for position, tensor in enumerate(message.inputs):
         if tensor.name in inputs:
-            raise invalid_argument(f"input '{tensor.name}' appears more than once")
+            raise invalid_argument(f"input {quoted(tensor.name)} appears more than once")
         inputs[tensor.name] = tensors.decode_input(model, tensor, raw[position] if raw else None)
     return InferenceRequest(
         model=model,
