@@ -343,6 +343,16 @@ def test_a_malformed_binary_request_is_a_400_naming_the_field(http, what, reques
     _assert_still_serving(http)
 
 
+def test_a_huge_name_is_echoed_only_in_part(http):
+    huge = "y" * 100_000
+    for tensor in (_tensor(-1, name=huge), _tensor(16, name=huge, data=[1, 2, 3, 4]),
+                   {**_tensor(None, name=huge), "parameters": 16}):
+        body, headers = _binary_request({"inputs": [tensor]}, RAW)
+        answer = http.post("/v2/models/penguins/infer", content=body, headers=headers)
+        assert answer.status_code == 400 and len(answer.json()["error"]) < 1000, answer.text
+    _assert_still_serving(http)
+
+
 @pytest.mark.parametrize(("encoding", "body", "status", "named"), [
     ("gzip", b"not gzip at all", 400, "gzip"),
     ("gzip", gzip.compress(b'{"inputs": []}')[:-6], 400, "gzip"),

@@ -28,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 
 from service import codecs
 from service.dataplane import InferenceRequest, InferenceResponse
-from service.errors import invalid_argument
+from service.errors import invalid_argument, quoted
 from service.http_frontend import tensors
 from service.runtime import LoadedModel
 
@@ -49,7 +49,7 @@ class OutputChoice:
 
 def _who(tensor: object, position: int) -> str:
     name = tensor.get("name") if isinstance(tensor, Mapping) else None
-    return f"input '{name}'" if isinstance(name, str) and name else f"inputs[{position}]"
+    return f"input {quoted(name)}" if isinstance(name, str) and name else f"inputs[{position}]"
 
 
 def header_length(value: str | None, body_size: int) -> int | None:
@@ -120,7 +120,7 @@ def output_choice(body: Mapping) -> OutputChoice:
         if not isinstance(output, Mapping):
             continue
         name = output.get("name")
-        who = f"output '{name}'" if isinstance(name, str) else f"outputs[{position}]"
+        who = f"output {quoted(name)}" if isinstance(name, str) else f"outputs[{position}]"
         parameters = _parameters(output, who)
         if parameters.get("classification") not in (None, 0):
             raise invalid_argument(
@@ -212,7 +212,7 @@ def inference_request(
         array = _decode_binary(model, tensor, who, binary[offset : offset + size])
         offset += size
         if tensor["name"] in arrays:
-            raise invalid_argument(f"input '{tensor['name']}' appears more than once")
+            raise invalid_argument(f"input {quoted(tensor['name'])} appears more than once")
         arrays[tensor["name"]] = array
 
     # The inputs that carry JSON data take the usual path, with the rest of the request.
@@ -220,7 +220,7 @@ def inference_request(
     request = tensors.v2_inference_request(model, {**header, "inputs": in_json}, received_ns)
     for name in arrays:
         if name in request.inputs:
-            raise invalid_argument(f"input '{name}' appears more than once")
+            raise invalid_argument(f"input {quoted(name)} appears more than once")
     ordered = {}
     for tensor, size in zip(inputs, sizes, strict=True):
         name = tensor["name"]

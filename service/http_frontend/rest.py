@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from service.dataplane import DataPlane, InferenceRequest
-from service.errors import invalid_argument, unavailable
+from service.errors import invalid_argument, quoted, unavailable
 from service.http_frontend import binary, body, extensions, tensors
 from service.http_frontend.status import HttpError, error_response
 from service.settings import Settings
@@ -176,12 +176,12 @@ async def _no_route(request: Request, exc: Exception) -> Response:
     JSON like every other error, never Starlette's plain text."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 405:
-        message = f"{request.method} is not allowed on {request.url.path[:200]}"
+        message = f"{quoted(request.method)} is not allowed on {quoted(request.url.path)}"
         allowed = (exc.headers or {}).get("Allow")
         if allowed:
             message += f"; use {allowed}"
     elif exc.status_code == 404:
-        message = f"no such path: {request.url.path[:200]}"
+        message = f"no such path: {quoted(request.url.path)}"
     else:
         message = exc.detail
     return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
@@ -190,7 +190,7 @@ async def _no_route(request: Request, exc: Exception) -> Response:
 async def _refused(request: Request, exc: Exception) -> Response:
     """An HttpError a handler did not answer itself (a body over the limit while a route
     that reads none was running)."""
-    return error_response(exc, f"{request.method} {request.url.path[:200]}")
+    return error_response(exc, f"{request.method} {quoted(request.url.path)}")
 
 
 def _compressed(response: Response, accept_encoding: str) -> Response:

@@ -7,7 +7,7 @@ import logging
 
 from starlette.responses import JSONResponse
 
-from service.errors import ErrorKind, as_serving_error
+from service.errors import ErrorKind, as_serving_error, one_log_line
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class HttpError(Exception):
 def error_response(exc: BaseException, where: str) -> JSONResponse:
     """The JSON error body `{"error": message}` with the status code for this exception."""
     if isinstance(exc, HttpError):
-        log.info("%s: HTTP %d: %s", where, exc.status, exc.message)
+        log.info("%s: HTTP %d: %s", where, exc.status, one_log_line(exc.message))
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
     error = as_serving_error(exc, where)
     return JSONResponse({"error": error.message}, status_code=HTTP_STATUS_BY_KIND[error.kind])
