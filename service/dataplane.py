@@ -19,6 +19,7 @@ from service import __version__
 from service.batching import Batcher, BatchResult
 from service.cpus import CpuLimit, auto_intra_op_threads, detect_cpu_limit
 from service.errors import ServingError, resource_exhausted, unavailable
+from service.model_control import ModelControl
 from service.repository import IndexEntry, ModelRepository
 from service.runtime import LoadedModel, inline_limit
 from service.settings import Settings
@@ -93,6 +94,11 @@ class DataPlane:
         self._accepted = 0
         self._answered = 0
         self._refused = 0
+        # Loading, reloading and unloading while serving (from_settings sets the mode).
+        self._control = ModelControl(
+            repository, changed=self.notify_changed, release=self.release_model,
+            serving=lambda: not (self._unready or self._closing),
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, cpu_limit: CpuLimit | None = None) -> DataPlane:
@@ -108,7 +114,10 @@ class DataPlane:
             max_queue_size=settings.max_queue_size,
         )
         repository.load()
-        return cls(repository, settings.inference_threads, settings.max_inflight)
+        dataplane = cls(repository, settings.inference_threads, settings.max_inflight)
+        dataplane._control.mode = settings.model_control
+        dataplane._control.poll_interval = settings.poll_interval
+        return dataplane
 
     # health
     def live(self) -> bool:
@@ -156,6 +165,37 @@ class DataPlane:
             result = changed()
             if asyncio.iscoroutine(result):
                 await result
+
+    # changing the served models while serving (service/model_control.py)
+    @property
+    def model_control(self) -> str:
+        """none, explicit or poll, as Triton's --model-control-mode."""
+        return self._control.mode
+
+    def start_model_control(self) -> None:
+        """Start polling the repository (poll mode); on the event loop, once serving."""
+        self._control.start()
+
+    async def load_model(self, name: str) -> None:
+        await self._control.load(name)
+
+    async def unload_model(self, name: str) -> None:
+        await self._control.unload(name)
+
+    async def rescan(self, why: str = "SIGHUP") -> None:
+        await self._control.rescan(why)
+
+    def rescan_soon(self, why: str = "SIGHUP") -> None:
+        """`rescan` from a signal handler."""
+        self._control.rescan_soon(why)
+
+    def release_model(self, model: LoadedModel) -> None:
+        """Close the batchers of a version taken out of service, once none of its requests
+        is in flight: with them go the last references to its session."""
+        for key in [k for k in list(self._batchers) if k[1] is model]:
+            batcher = self._batchers.pop(key, None)
+            if batcher is not None:
+                batcher.close()
 
     def versions(self, name: str) -> list[int]:
         """The loaded versions of a model, lowest first."""

@@ -1,26 +1,55 @@
 """The loaded models of a repository folder (its layout on disk is `service.layout`):
 one ONNX Runtime session per (name, version). A client that names no version gets the
-highest one."""
+highest version that is loaded.
+
+The set of served models can change while serving (`service.model_control` decides when):
+`plan` looks at the folder and says which versions are new, changed or gone, `attempt`
+loads one version (both off the event loop: loading takes ONNX Runtime time), and `apply`
+switches the served set in one step on the event loop. A version that fails to load never
+replaces one that serves. A version taken out of service is `retiring` until its in-flight
+requests are answered; then `released` forgets it.
+
+Each version's `model.onnx` is checked against the sha256 in its card before it is loaded."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.errors import not_found
-from service.layout import parse_version, scan_repository
+from service.errors import not_found, quoted
+from service.layout import (
+    CARD_FILE,
+    MODEL_FILE,
+    SERVING_FILE,
+    ModelEntry,
+    parse_version,
+    sha256_of_file,
+    version_folders,
+)
 from service.runtime import INLINE_BELOW_NS, DeviceUnavailable, LoadedModel, SessionFactory
 from service.serving_config import DEFAULT_MAX_QUEUE_SIZE
 
 log = logging.getLogger(__name__)
+
+READY = "READY"
+UNAVAILABLE = "UNAVAILABLE"  # found, not served: the reason says why
+UNLOADING = "UNLOADING"  # taken out of service, still answering the requests it had taken
+
+Key = tuple[str, int]
+# Size, modification time and inode of each file a version is loaded from (model.onnx, its
+# card, the model's serving.json; None where absent): a cheap sign that something changed.
+Stamp = tuple[tuple[int, int, int] | None, ...]
 
 
 @dataclass(frozen=True)
 class IndexEntry:
     name: str
     version: int
-    state: str  # READY or UNAVAILABLE
+    state: str  # READY, UNAVAILABLE or UNLOADING
     reason: str
 
 
@@ -42,6 +71,70 @@ def describe_serving(model: LoadedModel) -> str:
     else:
         where = "runs on an inference thread"
     return f"{how}, up to {model.max_queue_size} in flight, {run}, {where}"
+
+
+def stamp_of(model_file: Path) -> Stamp:
+    stamps = []
+    folder = model_file.parent
+    for path in (model_file, folder / CARD_FILE, folder.parent / SERVING_FILE):
+        try:
+            status = path.stat()
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((status.st_size, status.st_mtime_ns, status.st_ino))
+    return tuple(stamps)
+
+
+def card_sha256(card: dict) -> str | None:
+    """The model file's sha256 as the card records it (`onnx.sha256`, as the training
+    pipeline writes it; a top-level `sha256` is read too)."""
+    onnx = card.get("onnx")
+    recorded = onnx.get("sha256") if isinstance(onnx, dict) else None
+    recorded = recorded or card.get("sha256")
+    return str(recorded).lower() if recorded else None
+
+
+@dataclass
+class Plan:
+    """What a look at the folder found to do."""
+
+    load: list[tuple[ModelEntry, Stamp]] = field(default_factory=list)
+    remove: list[Key] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)  # the names looked at
+
+
+@dataclass
+class Attempt:
+    """One version's load: a model, or the reason it failed; `unchanged` when the files'
+    contents turned out the same as those of the copy already served."""
+
+    key: Key
+    stamp: Stamp
+    digest: str = ""
+    model: LoadedModel | None = None
+    reason: str = ""
+    unchanged: bool = False
+
+
+class _FirstTimeOnly(logging.Filter):
+    """Lets each distinct message through once: the layout's warnings about a stray folder
+    would otherwise come back at every rescan."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if text in self._seen:
+            return False
+        if len(self._seen) < 10_000:
+            self._seen.add(text)
+        return True
+
+
+_LAYOUT_WARNINGS_ONCE = _FirstTimeOnly()
 
 
 class ModelRepository:
@@ -68,52 +161,247 @@ class ModelRepository:
         self._create = create
         self.cache_dir = cache_dir
         self.inline_below_ns = inline_below_ns
+        # Served: replaced as a whole (never changed in place) so a reader always sees one
+        # consistent set.
         self._models: dict[str, dict[int, LoadedModel]] = {}
-        self._failed: dict[tuple[str, int], str] = {}
+        self._failed: dict[Key, str] = {}  # found, not served
+        self._stale: dict[Key, str] = {}  # served from an earlier copy: why the newer failed
+        self._stamps: dict[Key, Stamp] = {}  # the files the current state came from
+        self._digests: dict[Key, str] = {}  # the contents the served copy came from
+        self._pending: dict[Key, Stamp] = {}  # changed files seen once, not yet settled
+        self._pending_removal: set[Key] = set()  # gone once, not yet confirmed
+        self._unloaded: dict[str, list[int]] = {}  # unloaded on request: their versions
+        self._retiring: list[LoadedModel] = []  # out of service, requests still in flight
+        self._no_sha256_warned: set[Path] = set()
+
+    # Loading at startup
 
     def load(self) -> None:
         """Load every model version found; a version that fails is logged and reported
-        as UNAVAILABLE (and keeps the server unready), the others still serve.
+        as UNAVAILABLE, the others still serve.
 
         DeviceUnavailable (`cuda` asked for, not obtained) is not one model's failure but
         the whole server's: it propagates, and the server does not start."""
-        for entry in scan_repository(self.root):
-            try:
-                model = LoadedModel.load(
-                    entry.name,
-                    entry.version,
-                    entry.path,
-                    self.device,
-                    self.max_batch_size,
-                    intra_op_threads=self.intra_op_threads,
-                    create=self._create,
-                    cache_dir=self.cache_dir,
-                    inline_below_ns=self.inline_below_ns,
-                    max_queue_size=self.max_queue_size,
-                )
-            except DeviceUnavailable:
-                raise
-            except Exception as exc:  # a broken file must not take the other models down
-                reason = f"{type(exc).__name__}: {exc}"
-                log.error("could not load %s version %d: %s", entry.name, entry.version, reason)
-                self._failed[(entry.name, entry.version)] = reason
-                continue
-            self._models.setdefault(entry.name, {})[entry.version] = model
-            log.info(
-                "loaded %s version %d from %s on %s (providers %s; intra-op threads %s); "
-                "inputs %s; outputs %s; %s",
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"models folder '{self.root}' does not exist or is not a folder")
+        plan = self.plan(None, wait_for_settled_files=False)
+        self.apply(plan, [self.attempt(entry, stamp, startup=True) for entry, stamp in plan.load])
+        if not self._models and not self._failed:
+            log.warning("no models found under %s", self.root)
+
+    # Changing the served set: plan and attempt run off the event loop, apply on it
+
+    def names_on_disk(self) -> list[str]:
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith("."))
+
+    def has_folder(self, name: str) -> bool:
+        return name in self.names_on_disk()
+
+    def plan(self, names: Iterable[str] | None, wait_for_settled_files: bool,
+             retry_failed: bool = False) -> Plan:
+        """Which versions to load (new, or their files changed) and which to take out of
+        service (gone from disk), for `names` (None: every model on disk or served, but
+        those unloaded on request).
+
+        With `wait_for_settled_files` (polling), files seen changed are loaded only once a
+        second look finds them unchanged since the first, and a version is removed only when
+        two looks in a row miss it: a version still being copied is not loaded half-written,
+        and one renamed over is not dropped in between. `retry_failed`: versions that failed
+        are tried again even if their files did not change (an explicit load)."""
+        if names is None:
+            scope = set(self.names_on_disk()) | set(self._models) | {n for n, _ in self._failed}
+            scope -= set(self._unloaded)
+        else:
+            scope = set(names)
+        plan = Plan(names=scope)
+        for name in sorted(scope):
+            on_disk = self._version_files(name)
+            for version, model_file in sorted(on_disk.items()):
+                key = (name, version)
+                self._pending_removal.discard(key)
+                stamp = stamp_of(model_file)
+                known = key in self._failed or version in self._models.get(name, {})
+                if known and self._stamps.get(key) == stamp and not (
+                        retry_failed and key in self._failed):
+                    self._pending.pop(key, None)
+                    continue
+                if wait_for_settled_files and self._pending.get(key) != stamp:
+                    self._pending[key] = stamp  # load it when the next look sees the same
+                    continue
+                self._pending.pop(key, None)
+                plan.load.append((ModelEntry(name, version, model_file), stamp))
+            gone = [k for k in self._known_keys(name) if k[1] not in on_disk]
+            for key in gone:
+                self._pending.pop(key, None)
+                if wait_for_settled_files and key not in self._pending_removal:
+                    self._pending_removal.add(key)
+                    continue
+                self._pending_removal.discard(key)
+                plan.remove.append(key)
+        return plan
+
+    def _version_files(self, name: str) -> dict[int, Path]:
+        layout_log = logging.getLogger("service.layout")
+        layout_log.addFilter(_LAYOUT_WARNINGS_ONCE)
+        files = {}
+        for version, folder in version_folders(self.root / name).items():
+            model_file = folder / MODEL_FILE
+            if model_file.is_file():
+                files[version] = model_file
+            else:
+                layout_log.warning("skipping %s: no %s in it", folder, MODEL_FILE)
+        return files
+
+    def _known_keys(self, name: str) -> list[Key]:
+        keys = {(name, v) for v in self._models.get(name, {})}
+        keys |= {k for k in self._failed if k[0] == name}
+        return sorted(keys)
+
+    def attempt(self, entry: ModelEntry, stamp: Stamp, startup: bool = False) -> Attempt:
+        """Load one version, checking its model file against its card's sha256 first. Never
+        raises for a broken version (the Attempt holds the reason), but at `startup` for
+        DeviceUnavailable, which stops the server."""
+        key = (entry.name, entry.version)
+        attempt = Attempt(key, stamp)
+        try:
+            card_bytes = (entry.folder / CARD_FILE).read_bytes() \
+                if (entry.folder / CARD_FILE).is_file() else b""
+            serving = entry.folder.parent / SERVING_FILE
+            serving_bytes = serving.read_bytes() if serving.is_file() else b""
+            model_sha256 = sha256_of_file(entry.path)
+            attempt.digest = hashlib.sha256(
+                b"\0".join([model_sha256.encode(), card_bytes, serving_bytes])).hexdigest()
+            if not startup and attempt.digest == self._digests.get(key) \
+                    and entry.version in self._models.get(entry.name, {}):
+                attempt.unchanged = True
+                return attempt
+            card = json.loads(card_bytes) if card_bytes else {}
+            if not isinstance(card, dict):
+                raise ValueError(f"{CARD_FILE} does not hold a JSON object")
+            self._check_sha256(entry, card, model_sha256)
+            model = LoadedModel.load(
                 entry.name,
                 entry.version,
                 entry.path,
-                model.device,
-                ",".join(model.providers),
-                model.intra_op_threads or "ONNX Runtime's default",
-                ", ".join(f"{s.name} {s.describe()}" for s in model.inputs),
-                ", ".join(f"{s.name} {s.describe()}" for s in model.outputs),
-                describe_serving(model),
+                self.device,
+                self.max_batch_size,
+                intra_op_threads=self.intra_op_threads,
+                create=self._create,
+                cache_dir=self.cache_dir,
+                inline_below_ns=self.inline_below_ns,
+                max_queue_size=self.max_queue_size,
             )
-        if not self._models and not self._failed:
-            log.warning("no models found under %s", self.root)
+            if stamp_of(entry.path) != stamp:
+                raise RuntimeError("its files changed while it loaded; it is tried again once "
+                                   "they settle")
+            if not startup and model.warm_up_problem and self._models.get(entry.name):
+                # At startup such a model serves (on a thread); here a version that does
+                # serve is kept rather than replaced by one that cannot run on zeros.
+                raise RuntimeError(f"warm-up failed: {model.warm_up_problem}")
+            attempt.model = model
+        except DeviceUnavailable as exc:
+            if startup:
+                raise
+            attempt.reason = f"DeviceUnavailable: {_one_line(str(exc))}"
+        except Exception as exc:  # a broken file must not take the other models down
+            attempt.reason = f"{type(exc).__name__}: {_one_line(str(exc))}"
+        return attempt
+
+    def _check_sha256(self, entry: ModelEntry, card: dict, actual: str) -> None:
+        recorded = card_sha256(card)
+        if recorded is None:
+            if entry.path not in self._no_sha256_warned:
+                self._no_sha256_warned.add(entry.path)
+                log.warning("%s version %d: its card has no sha256 for %s; loading it "
+                            "unchecked", entry.name, entry.version, MODEL_FILE)
+            return
+        if recorded != actual:
+            raise ValueError(
+                f"{MODEL_FILE} has sha256 {actual[:16]}..., its card records "
+                f"{recorded[:16]}...: the file was changed or damaged after export (or the "
+                "card belongs to another model)"
+            )
+
+    def apply(self, plan: Plan, attempts: list[Attempt],
+              unload_names: Iterable[str] = ()) -> list[LoadedModel]:
+        """Switch the served set in one step (call it on the event loop): loaded versions
+        replace or join the served ones, failed ones are reported and never replace a
+        served one, removed ones and those of `unload_names` leave. Returns the versions
+        taken out of service, which are `retiring` until `released`."""
+        models = {name: dict(versions) for name, versions in self._models.items()}
+        retired: list[LoadedModel] = []
+        for key in plan.remove:
+            self._forget(key)
+            old = models.get(key[0], {}).pop(key[1], None)
+            if old is not None:
+                retired.append(old)
+                log.info("%s version %d is gone from %s: taken out of service", key[0],
+                         key[1], self.root)
+        for attempt in attempts:
+            name, version = attempt.key
+            self._stamps[attempt.key] = attempt.stamp
+            if attempt.unchanged:
+                continue
+            serving = models.get(name, {}).get(version)
+            if attempt.model is None:
+                if serving is not None:
+                    self._stale[attempt.key] = (
+                        f"the copy loaded earlier serves; the files now there failed to "
+                        f"load: {attempt.reason}")
+                    log.error("could not reload %s version %d: %s; the copy loaded earlier "
+                              "still serves", name, version, attempt.reason)
+                else:
+                    self._failed[attempt.key] = attempt.reason
+                    log.error("could not load %s version %d: %s", name, version,
+                              attempt.reason)
+                continue
+            models.setdefault(name, {})[version] = attempt.model
+            self._digests[attempt.key] = attempt.digest
+            self._failed.pop(attempt.key, None)
+            self._stale.pop(attempt.key, None)
+            if serving is not None:
+                retired.append(serving)
+            _log_loaded(attempt.model, "reloaded" if serving is not None else "loaded")
+        for name in unload_names:
+            gone = models.pop(name, {})
+            for version, old in sorted(gone.items()):
+                retired.append(old)
+                self._forget((name, version))
+            self._unloaded[name] = sorted(gone) or self._unloaded.get(name, [])
+        for name in plan.names:
+            self._unloaded.pop(name, None)
+        self._models = {name: versions for name, versions in models.items() if versions}
+        self._retiring.extend(retired)
+        return retired
+
+    def unload(self, name: str) -> list[LoadedModel]:
+        """Take every version of `name` out of service (on the event loop); NOT_FOUND for a
+        name neither served nor found. Returns the versions taken out."""
+        if name not in self._models and not self._known_keys(name) \
+                and name not in self._unloaded:
+            raise not_found(f"model {quoted(name)} is not loaded; models served: "
+                            + (", ".join(self.names()) or "none"))
+        for key in [k for k in self._failed if k[0] == name]:
+            self._forget(key)
+        return self.apply(Plan(), [], unload_names=[name])
+
+    def _forget(self, key: Key) -> None:
+        for table in (self._failed, self._stale, self._stamps, self._digests, self._pending):
+            table.pop(key, None)
+        self._pending_removal.discard(key)
+
+    def released(self, model: LoadedModel) -> bool:
+        """Forget a retired version whose requests are all answered; False if it was not
+        retiring (already released)."""
+        for index, retiring in enumerate(self._retiring):
+            if retiring is model:
+                del self._retiring[index]
+                return True
+        return False
+
+    # Reading the served set
 
     @property
     def ready(self) -> bool:
@@ -139,28 +427,68 @@ class ModelRepository:
         return sorted(self._models.get(name, {}))
 
     def models(self) -> list[LoadedModel]:
-        return [m for name in self.names() for _, m in sorted(self._models[name].items())]
+        models = self._models
+        return [m for name in sorted(models) for _, m in sorted(models[name].items())]
+
+    def retiring(self) -> list[LoadedModel]:
+        return list(self._retiring)
 
     def get(self, name: str, version: str | int | None = None) -> LoadedModel:
+        # Names and versions are the client's: quoted (repr, a bounded prefix) in messages.
         versions = self._models.get(name)
         if not versions:
             if any(n == name for n, _ in self._failed):
-                raise not_found(f"model '{name}' failed to load and is unavailable")
+                raise not_found(f"model {quoted(name)} failed to load and is unavailable")
+            if name in self._unloaded:
+                raise not_found(f"model {quoted(name)} was unloaded; load it again to serve it")
             known = ", ".join(self.names()) or "none"
-            raise not_found(f"model '{name}' not found; models served: {known}")
+            raise not_found(f"model {quoted(name)} not found; models served: {known}")
         if version in (None, ""):
             return versions[max(versions)]
         text = str(version)
         number = parse_version(text)
         if number not in versions:
-            shown = text if len(text) <= 40 else text[:40] + "..."
             raise not_found(
-                f"model '{name}' has no version '{shown}'; versions served: "
+                f"model {quoted(name)} has no version {quoted(text)}; versions served: "
                 + ", ".join(str(v) for v in sorted(versions))
             )
         return versions[number]
 
     def index(self) -> list[IndexEntry]:
-        rows = [IndexEntry(m.name, m.version, "READY", "") for m in self.models()]
-        rows += [IndexEntry(n, v, "UNAVAILABLE", why) for (n, v), why in self._failed.items()]
+        """Every version known: READY (the reason, if any, says a newer copy failed and
+        this one still serves), UNAVAILABLE with the reason (failed, or unloaded), and
+        UNLOADING while a version taken out of service still answers its requests."""
+        served = self._models
+        rows = [IndexEntry(m.name, m.version, READY, self._stale.get((m.name, m.version), ""))
+                for m in self.models()]
+        rows += [IndexEntry(n, v, UNAVAILABLE, why) for (n, v), why in self._failed.items()]
+        draining = {(m.name, m.version) for m in self._retiring
+                    if m.version not in served.get(m.name, {})}
+        rows += [IndexEntry(n, v, UNLOADING, "answering the requests it had taken on")
+                 for n, v in sorted(draining)]
+        rows += [IndexEntry(n, v, UNAVAILABLE, "unloaded")
+                 for n, versions in self._unloaded.items() for v in versions
+                 if (n, v) not in draining and v not in served.get(n, {})]
         return sorted(rows, key=lambda r: (r.name, r.version))
+
+
+def _log_loaded(model: LoadedModel, verb: str) -> None:
+    log.info(
+        "%s %s version %d from %s on %s (providers %s; intra-op threads %s); "
+        "inputs %s; outputs %s; %s",
+        verb,
+        model.name,
+        model.version,
+        model.path,
+        model.device,
+        ",".join(model.providers),
+        model.intra_op_threads or "ONNX Runtime's default",
+        ", ".join(f"{s.name} {s.describe()}" for s in model.inputs),
+        ", ".join(f"{s.name} {s.describe()}" for s in model.outputs),
+        describe_serving(model),
+    )
+
+
+def _one_line(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:300] + "..."
