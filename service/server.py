@@ -69,6 +69,10 @@ async def _serve(settings: Settings, worker: WorkerLink | None = None) -> None:
     # A worker leaves SIGINT to its parent, which forwards a SIGTERM to every worker.
     for sig in (signal.SIGINT, signal.SIGTERM) if worker is None else (signal.SIGTERM,):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP: look at the repository again (--model-control poll or explicit; with none it
+    # is logged and ignored), as daemons reread their configuration; never the default, exit.
+    loop.add_signal_handler(signal.SIGHUP, dataplane.rescan_soon, "SIGHUP")
+    dataplane.start_model_control()
     log.info("ready: %d model versions", len(dataplane.models()))
     if worker is not None:
         worker.watch_parent(loop, stop.set)
@@ -113,6 +117,7 @@ def serve(settings: Settings) -> None:
         check_port_free(settings.host, HTTP_PORT if settings.http_port is None
                         else settings.http_port, "HTTP")
     check_port_free(settings.host, settings.metrics_port, "metrics")
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # while the models load; then _serve's
     asyncio.run(_serve(settings))
 
 

@@ -17,6 +17,9 @@ one line, and supervises:
 - A worker that exits while serving is logged with its exit code; the parent stops the
   others (each drains) and exits non-zero. No restarts: an orchestrator restarts the pod.
 - A worker whose parent is gone (killed with SIGKILL) sees its pipe close and drains.
+- SIGHUP to the parent is passed to every worker, and each looks at the repository again
+  (`service.model_control`); `--model-control explicit` needs one worker, since a load or
+  unload request reaches only the worker that holds its connection.
 
 What is per worker and what is summed: the kernel hands each new connection to one worker,
 and a connection stays with it. The metrics port shows every per-model series summed over
@@ -54,6 +57,12 @@ EXIT_GRACE_S = 10.0
 def serve_workers(settings: Settings) -> None:
     """Run `settings.workers` workers until SIGTERM or SIGINT, then drain them all. Returns
     when every worker drained and exited 0; raises SystemExit with one line otherwise."""
+    if settings.model_control == "explicit":
+        # A load or unload request reaches the one worker that holds the connection.
+        raise SystemExit(
+            "zooserve serve: error: --model-control explicit needs --workers 1: a load or "
+            "unload request would reach one worker only; use --model-control poll (or "
+            "SIGHUP, which the parent passes to every worker) with several workers")
     limit = detect_cpu_limit()
     if settings.workers > limit.cores:
         log.warning("%d workers on a CPU limit of %s: more workers than cores only makes "
@@ -105,6 +114,7 @@ class WorkerLink:
 def run_worker(settings: Settings, number: int, connection: Connection) -> None:
     """A worker process's entry point (spawned by the parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server takes SIGHUP over
     signal.signal(signal.SIGTERM, _stop_when_started)  # until the server takes SIGTERM over
     logging.basicConfig(
         level=settings.log_level,
@@ -171,6 +181,7 @@ class _Supervisor:
         first failure in one line."""
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_sighup)
         try:
             metrics = start_worker_metrics_server(self.view, self.settings.host,
                                                   self.settings.metrics_port)
@@ -211,6 +222,15 @@ class _Supervisor:
             log.info("%s: stopping %d workers", signal.Signals(signum).name, len(self.workers))
         self.stopping = True
         self._stop_all()
+
+    def _on_sighup(self, signum, frame) -> None:
+        """Each worker has its own models: every one of them looks at the repository."""
+        for worker in self.workers:
+            if not worker.exited and worker.process.exitcode is None:
+                try:
+                    os.kill(worker.process.pid, signal.SIGHUP)
+                except ProcessLookupError:
+                    pass
 
     def _stop_all(self) -> None:
         for worker in self.workers:

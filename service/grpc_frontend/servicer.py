@@ -17,6 +17,9 @@ from service.grpc_frontend.status import grpc_status
 
 # Triton protocol extensions that zooserve implements in full.
 EXTENSIONS = ["model_configuration", "statistics"]
+# Triton's model-repository extension (RepositoryModelLoad / RepositoryModelUnload), advertised
+# only when --model-control is explicit or poll.
+MODEL_REPOSITORY = "model_repository"
 # Requests of one stream in flight at once.
 STREAM_WINDOW = 128
 
@@ -58,7 +61,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ServerMetadataResponse(
             name=self.dataplane.server_name,
             version=self.dataplane.server_version,
-            extensions=EXTENSIONS,
+            extensions=EXTENSIONS + (
+                [MODEL_REPOSITORY] if self.dataplane.model_control != "none" else []
+            ),
         )
 
     @_answers_errors
@@ -138,6 +143,16 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @_answers_errors
     async def RepositoryIndex(self, request, context):
         return messages.repository_index(self.dataplane.index(), request.ready)
+
+    @_answers_errors
+    async def RepositoryModelLoad(self, request, context):
+        await self.dataplane.load_model(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @_answers_errors
+    async def RepositoryModelUnload(self, request, context):
+        await self.dataplane.unload_model(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

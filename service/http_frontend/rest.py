@@ -164,6 +164,18 @@ def build_v2_app(
         rows = frontend.dataplane.index()
         return JSONResponse(extensions.repository_index(rows, ready_only=ready))
 
+    # Triton's model-repository extension, with --model-control explicit (model_control.py);
+    # a body's "parameters" are accepted and unused. 200 with an empty body, as Triton.
+    @route("/v2/repository/models/{name}/load", ["POST"])
+    async def load_model(request: Request, frontend: Frontend) -> Response:
+        await frontend.dataplane.load_model(request.path_params["name"])
+        return Response(status_code=200)
+
+    @route("/v2/repository/models/{name}/unload", ["POST"])
+    async def unload_model(request: Request, frontend: Frontend) -> Response:
+        await frontend.dataplane.unload_model(request.path_params["name"])
+        return Response(status_code=200)
+
     return Starlette(
         routes=routes,
         middleware=[Middleware(body.BodyLimit, max_bytes=max_request_bytes)],
