@@ -326,6 +326,27 @@ def test_bad_inputs_are_400(http, inputs, fragment):
     assert fragment in response.text
 
 
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        '{"features": [[NaN, 18.7, 181, 3750]]}',
+        '{"features": [[39.1, 1e400, 181, 3750]]}',
+        '{"features": [[39.1, 18.7, -Infinity, 3750]]}',
+        "[[NaN, 18.7, 181, 3750]]",
+        '[{"name": "features", "datatype": "FP32", "shape": [1, 4], '
+        '"data": [39.1, 18.7, 181, Infinity]}]',
+    ],
+)
+def test_predict_refuses_numbers_json_cannot_carry(http, inputs):
+    """They used to run, and the answer was 200 with `null`s."""
+    body = '{"model": "penguins", "inputs": ' + inputs + "}"
+    response = http.post("/predict", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, response.text
+    message = response.json()["error"]
+    assert "'features'" in message and "not finite" in message
+    assert predict(http, model="penguins", inputs=PENGUINS).status_code == 200
+
+
 def test_two_inputs_need_names(http):
     a, b = spectra(http, rows=1)
     response = predict(http, model=TWO_INPUT, inputs=a.tolist())

@@ -12,6 +12,15 @@ set of counters), three ways in:
 BentoML's `/livez`, `/readyz` (models loaded and gRPC listening) and `/metrics` (BentoML's
 HTTP metrics plus the core's per-model counters, which count gRPC requests too) come with it.
 
+Security is zooserve's (`service.security`, docs/security.md): with ZOOSERVE_TLS_CERT and
+ZOOSERVE_TLS_KEY (and ZOOSERVE_TLS_CLIENT_CA) both HTTP (BentoML's uvicorn, through the
+service's `ssl` config) and gRPC serve TLS; with a token (ZOOSERVE_AUTH_TOKEN_FILE or
+ZOOSERVE_AUTH_TOKEN) every route and method but health (`/livez`, `/readyz`, `/healthz`,
+`/v2/health/*`, gRPC health) needs it, `/metrics` and the docs page included. Unusable
+settings, or a gRPC port that is taken, stop `bentoml serve` in its deployment hook with one
+line, before any worker starts (a worker whose port is taken would otherwise be restarted
+for ever, never answering HTTP).
+
 One worker, on purpose: the gRPC server binds its port inside the worker, and the models live
 in the worker's memory. A second worker would load every model again, and its gRPC server
 would share the port through SO_REUSEPORT (gRPC's default), so the kernel would pin each
@@ -34,7 +43,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -42,6 +53,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import numpy as np
 from bentoml._internal.bento import bento as bentoml_bento
 from bentoml.models import BentoModel
 from grpc_health.v1 import health_pb2
@@ -50,15 +62,30 @@ from pydantic import Field
 from service import metrics
 from service.bento_frontend import store
 from service.dataplane import DataPlane, InferenceRequest
+from service.errors import invalid_argument
 from service.grpc_frontend.server import INFERENCE_SERVICE, GrpcFrontend, start_grpc_server
 from service.http_frontend import tensors
 from service.http_frontend.rest import build_v2_app
 from service.http_frontend.status import error_response
+from service.ports import check_port_free
+from service.security import (
+    BENTO_HEALTH_PATHS,
+    PLAINTEXT,
+    BearerTokenMiddleware,
+    SecurityError,
+    load_security,
+)
 from service.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
 SETTINGS = Settings.from_sources()
+# TLS, the token and reflection; a mistake is kept and said by the deployment hook, before any
+# worker starts (raising here would be a traceback at import).
+try:
+    SECURITY, SECURITY_PROBLEM = load_security(SETTINGS), ""
+except SecurityError as exc:
+    SECURITY, SECURITY_PROBLEM = PLAINTEXT, str(exc)
 MODEL_SOURCES = ("folder", "store")
 BENTO_HTTP_PORT = 3000  # BentoML's own default, unless ZOOSERVE_HTTP_PORT says otherwise
 
@@ -125,11 +152,13 @@ def model_source(running_from_bento: bool) -> str:
     http={"host": SETTINGS.host, "port": BENTO_HTTP_PORT if SETTINGS.http_port is None
           else SETTINGS.http_port},
     traffic={"timeout": 60},
+    ssl=SECURITY.bentoml_ssl_config(),
     labels={"project": "zooserve"},
 )
 class ZooServe:
     def __init__(self) -> None:
         logging.getLogger("service").setLevel(SETTINGS.log_level)
+        log.info(SECURITY.describe())
         self.settings = SETTINGS
         self.grpc: GrpcFrontend | None = None
         self._links: tempfile.TemporaryDirectory | None = None
@@ -174,11 +203,30 @@ class ZooServe:
             )
         return f"no models to serve: no <name>/<version>/model.onnx under '{SETTINGS.models}'"
 
+    @bentoml.on_deployment
+    def check_before_serving() -> None:
+        """In `bentoml serve` itself, once, before any worker starts: unusable TLS or token
+        settings, or a gRPC port already taken, end it here with one line. Later the worker's
+        startup hook would fail instead, and BentoML would restart the worker for ever."""
+        if SECURITY_PROBLEM:
+            raise SystemExit(f"zooserve bento: error: {SECURITY_PROBLEM}")
+        try:
+            check_port_free(SETTINGS.host, SETTINGS.grpc_port, "gRPC")
+        except OSError as exc:
+            raise SystemExit(
+                f"zooserve bento: error: {exc}; set ZOOSERVE_GRPC_PORT to a free port"
+            ) from None
+
     @bentoml.on_startup
     async def start_grpc(self) -> None:
-        self.grpc = await start_grpc_server(
-            self.dataplane, self.settings.host, self.settings.grpc_port
-        )
+        try:
+            self.grpc = await start_grpc_server(
+                self.dataplane, self.settings.host, self.settings.grpc_port, security=SECURITY
+            )
+        except OSError as exc:  # taken since the deployment hook looked: stop, not a retry loop
+            log.error("%s; stopping bentoml serve (set ZOOSERVE_GRPC_PORT to a free port)", exc)
+            _stop_bentoml_serve()
+            raise
         if self.unready_reason:  # a gRPC probe must not see SERVING either
             not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
             for name in ("", INFERENCE_SERVICE):
@@ -245,15 +293,69 @@ class ZooServe:
         try:
             received = time.perf_counter_ns()
             loaded = self.dataplane.model(model, version or None)
+            arrays = tensors.decode_inputs(loaded, inputs)
+            _refuse_non_finite_json_numbers(inputs, arrays)
             request = InferenceRequest(
                 model=loaded,
-                inputs=tensors.decode_inputs(loaded, inputs),
+                inputs=arrays,
                 requested_outputs=outputs or None,
                 received_ns=received,
             )
             return await self.dataplane.infer(request, tensors.predict_response)
         except Exception as exc:
             return error_response(exc, f"predict {model}")  # type: ignore[return-value]
+
+
+def _refuse_non_finite_json_numbers(inputs: object, arrays: dict) -> None:
+    """BentoML's JSON parser reads the literals NaN and Infinity, and numbers beyond a
+    double's range (1e400) as infinite, none of which is JSON; run, they came back as 200 with
+    `null`s. Refuse them, naming the input; the strings "NaN", "Infinity" and "-Infinity" are
+    how a non-finite value is sent on purpose. Only arrays that hold a non-finite value are
+    looked at again, so a normal request pays one isfinite per input."""
+    for name, array in arrays.items():
+        if array.dtype.kind != "f" or np.isfinite(array).all():
+            continue
+        if _holds_non_finite_number(_values_of(inputs, name)):
+            raise invalid_argument(
+                f"inputs: '{name}' holds a number that is not finite (NaN, Infinity, or beyond "
+                'the range of a double), which JSON cannot carry; send "NaN", "Infinity" or '
+                '"-Infinity" as strings if that value is meant'
+            )
+
+
+def _values_of(inputs: object, name: str) -> object:
+    if isinstance(inputs, dict):
+        return inputs.get(name, inputs)
+    if isinstance(inputs, list) and inputs and all(isinstance(t, dict) for t in inputs):
+        return [t.get("data") for t in inputs if t.get("name") == name]
+    return inputs
+
+
+def _holds_non_finite_number(values: object) -> bool:
+    if isinstance(values, float):
+        return not math.isfinite(values)
+    if isinstance(values, list | tuple):
+        return any(_holds_non_finite_number(v) for v in values)
+    return False
+
+
+def _stop_bentoml_serve() -> None:
+    """Ask the `bentoml serve` that started this worker to stop (SIGTERM to its parent, when
+    that is BentoML's arbiter), so that a worker that cannot serve is not restarted for ever."""
+    parent = os.getppid()
+    try:
+        with open(f"/proc/{parent}/cmdline", "rb") as f:
+            command = f.read().replace(b"\0", b" ")
+    except OSError:
+        return
+    if b"bentoml" in command:
+        os.kill(parent, signal.SIGTERM)
+
+
+# Every route and method but health needs the token when one is set; repository load/unload
+# is refused without one (service.security).
+ZooServe.add_asgi_middleware(BearerTokenMiddleware, token=SECURITY.token,
+                             open_paths=BENTO_HEALTH_PATHS)
 
 
 # Declare the zoo's models in the model store (the Bento's own when serving a Bento), so that
