@@ -232,6 +232,8 @@ class ModelRepository:
                     continue
                 self._pending.pop(key, None)
                 plan.load.append((ModelEntry(name, version, model_file), stamp))
+            for key in [k for k in self._pending if k[0] == name and k[1] not in on_disk]:
+                del self._pending[key]  # seen once, gone before it settled
             gone = [k for k in self._known_keys(name) if k[1] not in on_disk]
             for key in gone:
                 self._pending.pop(key, None)
