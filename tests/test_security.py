@@ -121,7 +121,9 @@ def make_pki(folder: Path) -> Pki:
     server = _certificate(
         "localhost", server_key, ("zooserve test CA", ca_key),
         usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        names=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        # `zooserve`: the name deploy/k8s's secure probes ask for.
+        names=[x509.DNSName("localhost"), x509.DNSName("zooserve"),
+               x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
     client = _certificate("a client", client_key, ("zooserve test client CA", client_ca_key),
                           usage=ExtendedKeyUsageOID.CLIENT_AUTH)
@@ -411,6 +413,58 @@ def test_zooserve_health_speaks_tls(secure, pki):
     assert plaintext.returncode != 0 and "zooserve health: error:" in plaintext.stderr
 
 
+def test_the_secure_kubernetes_overlay(secure, pki, tmp_path):
+    """deploy/k8s/overlays/cpu-secure renders and validates; it mounts the TLS and token
+    Secrets where the settings point; its probes are `zooserve health` over TLS, and that
+    exact command (the CA path swapped for the test's) gets SERVING from a TLS server."""
+    import os
+
+    import yaml
+
+    from tests import test_deploy_manifests as manifests
+
+    docs = manifests.render(manifests.kubectl_path(),
+                            manifests.DEPLOY / "k8s" / "overlays" / "cpu-secure")
+    for name, (check, variants) in manifests.CHECKS.items():
+        if "cpu" in variants and name not in ("probes", "service_ports"):
+            assert check(docs, "cpu") == [], name
+    pods = manifests.workload(docs)
+    env = manifests.env_of(pods.container)
+    mounts = pods.container["volumeMounts"]
+    volumes = {v["name"]: v for v in pods.pod["volumes"]}
+
+    def secret_behind(path: str) -> str:
+        (mount,) = [m for m in mounts if path.startswith(m["mountPath"].rstrip("/") + "/")]
+        assert mount.get("readOnly") is True
+        return volumes[mount["name"]]["secret"]["secretName"]
+
+    assert secret_behind(env["ZOOSERVE_TLS_CERT"]["value"]) == "zooserve-tls"
+    assert secret_behind(env["ZOOSERVE_TLS_KEY"]["value"]) == "zooserve-tls"
+    assert secret_behind(env["ZOOSERVE_AUTH_TOKEN_FILE"]["value"]) == "zooserve-token"
+    assert "ZOOSERVE_AUTH_TOKEN" not in env  # a token never sits in the manifest
+    commands = []
+    for probe in manifests.PROBES:
+        assert "grpc" not in pods.container[probe], probe  # the kubelet's cannot do TLS
+        command = pods.container[probe]["exec"]["command"]
+        assert command[:2] == ["zooserve", "health"]
+        assert secret_behind(command[command.index("--tls-ca") + 1]) == "zooserve-tls"
+        commands.append(command)
+    ports = {p["name"]: p["appProtocol"] for p in manifests.the(docs, "Service")["spec"]["ports"]}
+    assert ports == {"grpc": "https", "http": "https", "metrics": "http"}
+
+    rendered = tmp_path / "cpu-secure.yaml"
+    rendered.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    validated = manifests.kubernetes_validate(rendered)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+
+    probe = list(commands[0])
+    probe[probe.index("--tls-ca") + 1] = str(pki.ca)
+    environment = {**os.environ, "ZOOSERVE_GRPC_PORT": secure.url.rsplit(":", 1)[1]}
+    done = subprocess.run([sys.executable, "-m", "zooserve", *probe[1:]], capture_output=True,
+                          text=True, cwd=ROOT, env=environment, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "SERVING", done.stderr
+
+
 # Mutual TLS, no token: client certificates required; repository control refused
 
 
@@ -602,6 +656,18 @@ class _Tripwire:
 
     def __reduce__(self):
         return (Path.write_text, (self.marker, "unpickled"))
+
+
+def test_the_service_code_has_no_way_to_unpickle():
+    """No module of the service imports a loader that runs code from a model file."""
+    import re
+
+    forbidden = re.compile(r"^\s*(import|from)\s+(pickle|cPickle|dill|cloudpickle|joblib|keras|"
+                           r"tensorflow|torch)\b|allow_pickle\s*=\s*True", re.MULTILINE)
+    found = [f"{path.relative_to(ROOT)}: {match.group(0).strip()}"
+             for path in sorted((ROOT / "service").rglob("*.py"))
+             for match in forbidden.finditer(path.read_text())]
+    assert found == []
 
 
 def test_pickle_and_keras_files_are_never_loaded(copy_model, tmp_path):
