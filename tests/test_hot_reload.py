@@ -141,6 +141,10 @@ def log_after(log: str, first: str, then: str) -> bool:
 
 def test_poll_swaps_versions_under_load_without_a_failed_request(copy_model, tmp_path):
     repo = copy_model("penguins")
+    # Each request waits up to 20 ms for others to batch with: so requests are in flight
+    # (holding the old version) at the moment a swap happens.
+    batching = {"max_queue_delay_us": 20_000, "preferred_batch_sizes": [64]}
+    (repo / "penguins" / "serving.json").write_text(json.dumps({"dynamic_batching": batching}))
     with run_server(repo, tmp_path, "--model-control", "poll", "--poll-interval", "0.3") as running:
         client = grpcclient.InferenceServerClient(running.url)
         with Load(running.url) as load:
@@ -153,7 +157,8 @@ def test_poll_swaps_versions_under_load_without_a_failed_request(copy_model, tmp
 
             # serving.json changed: every version reloads with it, under load, and each old
             # copy is released once the calls it had taken are answered.
-            (repo / "penguins" / "serving.json").write_text(json.dumps({"max_queue_size": 200}))
+            (repo / "penguins" / "serving.json").write_text(
+                json.dumps({"dynamic_batching": batching, "max_queue_size": 200}))
             wait_for(lambda: client.get_model_config("penguins").config.dynamic_batching
                      .default_queue_policy.max_queue_size == 200, "the reloaded configuration")
             wait_for(lambda: "released penguins version 2" in running.log(),
@@ -170,6 +175,9 @@ def test_poll_swaps_versions_under_load_without_a_failed_request(copy_model, tmp
         print(f"\nhot swap under load (4 client threads, poll every 0.3 s): {load.sent} "
               f"requests sent, {len(load.failures)} failed; answered by version: "
               f"{dict(load.versions)}; version 2 answering after {moved_at} requests")
+        for line in running.log().splitlines():
+            if "released penguins" in line:
+                print(line.split(": ", 1)[1])
         assert load.failures == []
         assert load.versions["1"] > 0 and load.versions["2"] > 0
         assert predict(client) == "2"
