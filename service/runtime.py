@@ -22,7 +22,7 @@ import numpy as np
 from service import layout
 from service.codecs import object_array
 from service.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE
-from service.errors import ErrorKind, ServingError, invalid_argument
+from service.errors import ErrorKind, ServingError, invalid_argument, quoted
 from service.serving_config import DEFAULT_MAX_QUEUE_SIZE, ServingConfig, read_serving_config
 from service.statistics import ModelStatistics
 
@@ -318,6 +318,11 @@ INLINE_BELOW_NS = 150_000
 INLINE_BUDGET_FEW_CORES_NS = 20_000_000
 
 
+# Runs of more rows than this hand the memory they grew ONNX Runtime's arena by back afterwards
+# (LoadedModel.execute); measured in `benchmarks/memory.py`.
+ARENA_KEEP_ROWS = 64
+
+
 def inline_limit(cores: int) -> int:
     """The estimated run time below which a run stays on the event loop, for a process with
     this CPU limit (see `LoadedModel.runs_inline`)."""
@@ -354,6 +359,7 @@ class LoadedModel:
         # Requests taken on for this model and not yet answered (DataPlane.infer keeps it):
         # admission control reads it, and an unloaded version's session is released at 0.
         self.inflight = 0
+        self._shrink_arena = _shrink_arena_options(self.device)
         # The most requests in flight at once (serving.json's, else the server's default);
         # more are refused RESOURCE_EXHAUSTED.
         self.max_queue_size = self.config.max_queue_size or DEFAULT_MAX_QUEUE_SIZE
@@ -460,7 +466,7 @@ class LoadedModel:
         spec = self._inputs_by_name.get(name)
         if spec is None:
             raise invalid_argument(
-                f"{self._who()} has no input '{name}'; its inputs are: "
+                f"{self._who()} has no input {quoted(name)}; its inputs are: "
                 + ", ".join(s.name for s in self.inputs)
             )
         return spec
@@ -469,8 +475,9 @@ class LoadedModel:
         """The datatype a client declared for an input, against the signature, before any
         element is converted."""
         if declared != spec.datatype:
+            shown = declared if declared in NUMPY_BY_DATATYPE else quoted(declared)
             raise invalid_argument(
-                f"input '{spec.name}': datatype {declared} given, "
+                f"input '{spec.name}': datatype {shown} given, "
                 f"{self._who()} expects {spec.datatype}"
             )
 
@@ -516,7 +523,7 @@ class LoadedModel:
         for name in requested:
             if name not in self._output_names:
                 raise invalid_argument(
-                    f"model '{self.name}' has no output '{name}'; its outputs are: "
+                    f"model '{self.name}' has no output {quoted(name)}; its outputs are: "
                     + ", ".join(self._output_names)
                 )
         return list(dict.fromkeys(requested))
@@ -532,11 +539,28 @@ class LoadedModel:
         return PreparedRequest(rows, feeds, names)
 
     def execute(self, feeds: Mapping[str, np.ndarray], names: Sequence[str]) -> list[np.ndarray]:
-        """One ONNX Runtime run; its errors become ServingErrors."""
+        """One ONNX Runtime run; its errors become ServingErrors. A run of more than
+        ARENA_KEEP_ROWS rows gives the memory it made ONNX Runtime's arena take back when it
+        ends (arena shrinkage): small runs, the usual ones, keep the arena warm, and a burst
+        of large batches does not leave the process holding its peak for good."""
+        options = None
+        if self.batchable and feeds:
+            rows = next(iter(feeds.values())).shape[0]
+            if rows > ARENA_KEEP_ROWS:
+                options = self._shrink_arena
         try:
-            return self.session.run(names, feeds)
+            return self.session.run(names, feeds, options)
         except Exception as exc:  # ONNX Runtime's own errors
             raise _runtime_error(self.name, exc) from exc
+
+
+def _shrink_arena_options(device: str):
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    arenas = "cpu:0;gpu:0" if device == "GPU" else "cpu:0"
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
+    return options
 
 
 def _zeros(spec: TensorSpec, rows: int) -> np.ndarray:

@@ -45,7 +45,8 @@ async def _serve(settings: Settings, worker: WorkerLink | None = None) -> None:
     security = load_security(settings)  # TLS, token, reflection: checked before models load
     dataplane = DataPlane.from_settings(settings)
     grpc_frontend = await start_grpc_server(
-        dataplane, settings.host, settings.grpc_port, reuse_port=sharing, security=security
+        dataplane, settings.host, settings.grpc_port, reuse_port=sharing, security=security,
+        max_message_bytes=settings.max_request_bytes,
     )
     http_port = HTTP_PORT if settings.http_port is None else settings.http_port
     try:
