@@ -107,7 +107,7 @@ async def _serve(settings: Settings, worker: WorkerLink | None = None) -> None:
 def serve(settings: Settings) -> None:
     """Serve until SIGINT or SIGTERM, then drain and exit; with `settings.workers` > 1, as
     the parent of that many workers (service.workers)."""
-    log.info(load_security(settings).describe())  # a TLS or token mistake stops here, at once
+    security = load_security(settings)  # a TLS or token mistake stops here, at once
     if settings.workers > 1:
         from service.workers import serve_workers
 
@@ -118,6 +118,7 @@ def serve(settings: Settings) -> None:
         check_port_free(settings.host, HTTP_PORT if settings.http_port is None
                         else settings.http_port, "HTTP")
     check_port_free(settings.host, settings.metrics_port, "metrics")
+    log.info(security.describe())
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # while the models load; then _serve's
     asyncio.run(_serve(settings))
 

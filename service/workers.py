@@ -73,6 +73,9 @@ def serve_workers(settings: Settings) -> None:
         grpc_port=check_port_free(settings.host, settings.grpc_port, "gRPC"),
         http_port=check_port_free(settings.host, http_port, "HTTP"),
     )
+    from service.security import load_security
+
+    log.info(load_security(settings).describe())  # said once, by the parent
     failure = _Supervisor(settings).run()
     if failure:
         raise SystemExit(f"zooserve serve: error: {failure}")
