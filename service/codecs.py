@@ -110,7 +110,8 @@ def _split_length_prefixed(raw: bytes, count: int) -> list[bytes] | None:
     if count and stride * count == size:
         prefixes = np.ndarray((count,), dtype="<u4", buffer=raw, strides=(stride,))
         if bool((prefixes == first).all()):
-            return [raw[offset : offset + first] for offset in range(4, size, stride)]
+            starts = range(4, 4 + count * stride, stride)
+            return [raw[start : start + first] for start in starts]
     unpack = struct.Struct("<I").unpack_from
     items: list[bytes] = []
     append = items.append

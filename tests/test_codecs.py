@@ -6,13 +6,19 @@ call."""
 from __future__ import annotations
 
 import json
+import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service import codecs
 from service.datatypes import NUMPY_BY_DATATYPE
 from service.errors import ErrorKind, ServingError
+from tests.conftest import ROOT
 
 SAMPLES = {
     "BOOL": np.array([[True, False, True], [False, False, True]]),
@@ -126,3 +132,122 @@ def test_decoding_mistakes_name_the_tensor(call, fragments):
     message = mistake(call)
     for fragment in fragments:
         assert fragment in message, (fragment, message)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(items=st.lists(st.binary(max_size=6), max_size=20)
+       | st.integers(0, 5).flatmap(lambda n: st.lists(st.binary(min_size=n, max_size=n),
+                                                      max_size=20)))
+def test_raw_bytes_round_trip_any_lengths(items):
+    """Elements of mixed lengths, of one length (cut without reading each prefix) and empty
+    ones come back exactly; one byte more or less is refused."""
+    raw = codecs.encode_raw(codecs.object_array(items, (len(items),)))
+    assert codecs.decode_raw("s", "BYTES", [len(items)], raw).tolist() == items
+    for broken in (raw + b"\0", raw[:-1]):
+        if broken != raw:
+            with pytest.raises(ServingError):
+                codecs.decode_raw("s", "BYTES", [len(items)], broken)
+
+
+@pytest.mark.parametrize("datatype, values, fragment", [
+    ("INT8", [127, -128], None), ("INT8", [128], "element 0 (128) is out of the range of INT8"),
+    ("UINT8", [-1], "(-1) is out of the range of UINT8"), ("UINT64", [2**64 - 1], None),
+    ("UINT64", [2**64], "out of the range of UINT64"), ("INT64", [-(2**63)], None),
+    ("FP32", [3.4e38, "NaN", "-Infinity", math.inf], None),
+    ("FP32", [1e39], "(1e+39) is out of the range of FP32"),
+    ("FP16", [65504.0], None), ("FP16", [70000.0], "out of the range of FP16"),
+    ("FP32", [True], "element 0 is a boolean"), ("BOOL", [1], "element 0 is the number 1"),
+    ("INT32", [1.0], "element 0 is the number 1.0"), ("FP64", [None], "element 0 is null"),
+    ("FP32", ["nan"], "element 0 is the text 'nan'"),
+])  # fmt: skip
+def test_json_elements_are_checked_per_datatype(datatype, values, fragment):
+    if fragment is None:
+        decoded = codecs.decode_list("v", datatype, [len(values)], values)
+        expected = [codecs.NON_FINITE_TEXT.get(v, v) if isinstance(v, str) else v
+                    for v in values]
+        np.testing.assert_array_equal(decoded, np.asarray(expected).astype(decoded.dtype))
+    else:
+        assert fragment in mistake(lambda: codecs.decode_list("v", datatype, [1], values))
+
+
+@pytest.mark.parametrize("shape, fragment", [
+    ([1] * 33, "33 axes, more than the limit of 32"),
+    ([2**62, 2**62], "more elements than the limit of 268435456"),
+    ([1 << 29], "more elements than the limit"),
+    ([-1, 4], "negative"),
+])
+def test_shapes_are_bounded_before_anything_is_sized(shape, fragment):
+    assert fragment in mistake(lambda: codecs.decode_raw("v", "FP32", shape, b""))
+    assert fragment in mistake(lambda: codecs.decode_list("v", "FP32", shape, []))
+
+
+def test_non_finite_floats_are_json_text():
+    array = np.array([1.5, np.nan, np.inf, -np.inf], dtype=np.float32)
+    assert codecs.encode_json(array) == [1.5, "NaN", "Infinity", "-Infinity"]
+    decoded = codecs.decode_list("v", "FP32", [4], codecs.encode_json(array))
+    np.testing.assert_array_equal(decoded, array)
+
+
+def test_messages_quote_a_bounded_prefix_of_a_name():
+    message = mistake(lambda: codecs.decode_raw("n\n" + "x" * 100_000, "FP32", [1], b""))
+    assert message.startswith("input 'n\\nxxx") and "(100002 characters)" in message
+    assert len(message) < 300
+
+
+TYPED_DECODE = """
+import tracemalloc
+import numpy as np
+from service import codecs
+from service.errors import ServingError
+from service.grpc_frontend import tensors
+from service.grpc_frontend.generated import grpc_service_pb2 as pb
+
+N = 1_000_000
+def tensor(datatype, field, values):
+    request = pb.ModelInferRequest()
+    t = request.inputs.add(name="v", datatype=datatype, shape=[len(values)])
+    getattr(t.contents, field).extend(values)
+    return pb.ModelInferRequest.FromString(request.SerializeToString()).inputs[0]
+
+def decode(t):
+    return codecs.decode_list("v", t.datatype, t.shape, tensors.typed_contents(t, "input"))
+
+fp32 = tensor("FP32", "fp32_contents", np.arange(N, dtype=np.float32).tolist())
+tracemalloc.start()
+array = decode(fp32)
+peak = tracemalloc.get_traced_memory()[1]
+tracemalloc.stop()
+assert array.dtype == np.float32 and array.tolist() == list(range(N))
+print("fp32 peak", peak / (4 * N))
+for datatype, field, values in [("INT8", "int_contents", [-128, 127, 5]),
+                                ("UINT16", "uint_contents", [0, 65535]),
+                                ("INT64", "int64_contents", [-(2**63), 2**63 - 1]),
+                                ("UINT64", "uint64_contents", [2**64 - 1]),
+                                ("FP64", "fp64_contents", [1.5, float("inf")]),
+                                ("BOOL", "bool_contents", [True, False])]:
+    decoded = decode(tensor(datatype, field, values))
+    assert decoded.tolist() == values and decoded.dtype == codecs.NUMPY_BY_DATATYPE[datatype]
+for datatype, field, values in [("INT8", "int_contents", [1, 128]),
+                                ("UINT8", "uint_contents", [256]),
+                                ("INT16", "int_contents", [-32769])]:
+    try:
+        decode(tensor(datatype, field, values))
+    except ServingError as error:
+        print("refused", error.message)
+"""
+
+
+def test_typed_contents_decode_without_python_objects():
+    """A 1M-element FP32 typed-contents tensor decodes with a peak of about its own size
+    (a Python list of it cost over 10x); integer lists are range-checked per datatype."""
+    result = subprocess.run([sys.executable, "-c", TYPED_DECODE], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    peak = float(lines[0].split()[-1])
+    assert peak < 2.0, lines[0]
+    assert lines[1:] == [
+        "refused input 'v': element 1 (128) is out of the range of INT8",
+        "refused input 'v': element 0 (256) is out of the range of UINT8",
+        "refused input 'v': element 0 (-32769) is out of the range of INT16",
+    ]

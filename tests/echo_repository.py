@@ -1,0 +1,33 @@
+"""A model repository for the hostile-client tests (corpus, fuzz): penguins and
+spectra_similarity as shipped, and one tiny Identity model per protocol datatype
+(`echo_int8`, ..., input `value`, output `same`, shape [-1, 2]), so every datatype's range
+checks meet a real server."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import MODELS
+from tests.test_tensor_types import build_identity_model
+
+# protocol datatype -> onnx TensorProto name
+ECHO_TYPES = {
+    "BOOL": "BOOL", "INT8": "INT8", "INT16": "INT16", "INT32": "INT32", "INT64": "INT64",
+    "UINT8": "UINT8", "UINT16": "UINT16", "UINT32": "UINT32", "UINT64": "UINT64",
+    "FP16": "FLOAT16", "FP32": "FLOAT", "FP64": "DOUBLE", "BYTES": "STRING",
+}
+
+
+def echo_model(datatype: str) -> str:
+    return f"echo_{datatype.lower()}"
+
+
+def build_echo_repository(root: Path) -> Path:
+    from onnx import TensorProto
+
+    for name in ("penguins", "spectra_similarity"):
+        shutil.copytree(MODELS / name, root / name)
+    for datatype, onnx_name in ECHO_TYPES.items():
+        build_identity_model(root, echo_model(datatype), getattr(TensorProto, onnx_name))
+    return root
