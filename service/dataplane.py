@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,8 @@ from service.statistics import StatisticsSnapshot
 T = TypeVar("T")
 
 # A request message at least this large is decoded on an inference thread, not on the event
-# loop, so one big request does not hold up every other call (health checks included).
+# loop, so one big request does not hold up every other call (health checks included); so is
+# an answer whose outputs are at least this large encoded.
 DECODE_OFF_LOOP_BYTES = 256 * 1024
 
 SERVER_NAME = "zooserve"
@@ -87,6 +89,7 @@ class DataPlane:
             max_workers=inference_threads, thread_name_prefix="inference"
         )
         self._closing = False
+        self._large_work = threading.Lock()  # see _off_loop
         self._listeners: list[Callable[[], object]] = []
         self._batchers: dict[tuple[asyncio.AbstractEventLoop, LoadedModel], Batcher] = {}
         # Inference requests taken on, answered (with outputs or an error) and refused while
@@ -226,6 +229,24 @@ class DataPlane:
         """Inference requests taken on and not yet answered, every model together."""
         return self._accepted - self._answered
 
+    async def parse(self, parse: Callable[[bytes], T], data: bytes) -> T:
+        """`parse(data)`: for data of DECODE_OFF_LOOP_BYTES or more on an inference thread, so
+        a frontend's parsing of a large message does not hold up the event loop."""
+        if len(data) >= DECODE_OFF_LOOP_BYTES:
+            return await self._off_loop(parse, data)
+        return parse(data)
+
+    async def _off_loop(self, work: Callable[..., T], *args) -> T:
+        """Decoding or encoding work on an inference thread, one at a time: such work holds
+        the GIL in long C calls (protobuf parsing, copies), and two at once would keep the
+        event loop from it for their sum; one at a time it waits for one call at most."""
+
+        def alone() -> T:
+            with self._large_work:
+                return work(*args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, alone)
+
     def _admit(self, model: LoadedModel) -> None:
         """Take one request on for `model`, or refuse it at once: UNAVAILABLE while the
         server drains, RESOURCE_EXHAUSTED beyond the server's or the model's limit of
@@ -271,9 +292,7 @@ class DataPlane:
         self._admit(model)
         try:
             if size >= DECODE_OFF_LOOP_BYTES:
-                request = await asyncio.get_running_loop().run_in_executor(
-                    self._executor, decode
-                )
+                request = await self._off_loop(decode)
             else:
                 request = decode()
         except BaseException:  # the client's mistake, answered as before it was admitted
@@ -293,7 +312,12 @@ class DataPlane:
                 model.name, model.version, result.outputs, datatypes, id=request.id,
                 labels=model.labels,
             )
-            encoded = encode(response) if encode is not None else response
+            if encode is None:
+                encoded = response
+            elif sum(a.nbytes for a in result.outputs.values()) >= DECODE_OFF_LOOP_BYTES:
+                encoded = await self._off_loop(encode, response)
+            else:
+                encoded = encode(response)
         except ServingError:
             model.statistics.record_failure(time.perf_counter_ns() - request.received_ns)
             raise

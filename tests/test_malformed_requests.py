@@ -477,8 +477,9 @@ HTTP_CORPUS: dict[str, tuple[str, str, object, int, str]] = {
                        "no output 'logits'"),
     "input twice": ("POST", INFER, body(tensor([1, 2, 3, 4]), tensor([1, 2, 3, 4])), 400,
                     "'features' appears more than once"),
-    "body over --max-request-bytes": ("POST", INFER, lambda: b" " * (64 * 2**20 + 1), 413,
-                                      "larger than the server's limit of 67108864 bytes"),
+    # The body over --max-request-bytes is not a row here: the server answers 413 and closes
+    # before reading the body, and a client still sending can then see a reset instead of the
+    # answer; tests/test_tritonclient_http.py sends it from a raw socket that waits.
     "GET on infer": ("GET", INFER, None, 405, "'GET' is not allowed"),
     "one of two inputs": ("POST", "/v2/models/spectra_similarity/infer",
                           body(tensor([0.0] * 200, shape=[1, 200], name="spectrum_a")), 400,

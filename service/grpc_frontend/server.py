@@ -14,12 +14,12 @@ from __future__ import annotations
 import logging
 
 import grpc
+from google.protobuf import message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.dataplane import DataPlane, DrainReport
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
-from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
 from service.grpc_frontend.servicer import InferenceServicer
 from service.security import PLAINTEXT, Security
 
@@ -76,6 +76,34 @@ class GrpcFrontend:
         return report
 
 
+def _add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Register every RPC of the inference service, as the generated code would, except that
+    the methods in `servicer.RAW_REQUESTS` get their request's bytes unparsed: ModelInfer
+    parses a large request on an inference thread, so parsing 60 MB does not hold up the
+    event loop (and a message that is not protobuf is the client's mistake, not INTERNAL)."""
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+    handlers = {}
+    for method in service.methods:
+        request_type = message_factory.GetMessageClass(method.input_type)
+        response_type = message_factory.GetMessageClass(method.output_type)
+        if method.client_streaming and method.server_streaming:
+            make = grpc.stream_stream_rpc_method_handler
+        elif not (method.client_streaming or method.server_streaming):
+            make = grpc.unary_unary_rpc_method_handler
+        else:  # the protocol has none; refuse to guess rather than serve it wrongly
+            raise TypeError(f"{method.full_name}: half-streaming RPCs are not handled")
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=None
+            if method.name in servicer.RAW_REQUESTS
+            else request_type.FromString,
+            response_serializer=response_type.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+
+
 async def start_grpc_server(
     dataplane: DataPlane, host: str, port: int, reuse_port: bool = False,
     security: Security = PLAINTEXT, max_message_bytes: int = MAX_MESSAGE_BYTES,
@@ -98,7 +126,7 @@ async def start_grpc_server(
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(dataplane), server)
+    _add_inference_service(InferenceServicer(dataplane), server)
 
     # Health: "" for the whole server, the service name, and each model by name, so a
     # Kubernetes gRPC probe can watch one model.

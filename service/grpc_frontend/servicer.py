@@ -71,15 +71,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         model = self.dataplane.model(request.name, request.version or None)
         return messages.model_metadata(model, self.dataplane.versions(model.name))
 
+    # RPCs whose request arrives as its serialised bytes (grpc_frontend.server registers them so).
+    RAW_REQUESTS = frozenset({"ModelInfer"})
+
     @_answers_errors
     async def ModelInfer(self, request, context):
         received = time.perf_counter_ns()
+        if isinstance(request, bytes):
+            request = await self.dataplane.parse(messages.parse_infer_request, request)
         model = self.dataplane.model(request.model_name, request.model_version or None)
         deadline = _deadline(context)
         return await self.dataplane.infer_message(
             model,
             lambda: messages.inference_request(request, model, received, deadline),
-            request.ByteSize(),
+            messages.payload_bytes(request),
             messages.infer_response,
         )
 
@@ -118,7 +123,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             response = await self.dataplane.infer_message(
                 model,
                 lambda: messages.inference_request(request, model, received, None),
-                request.ByteSize(),
+                messages.payload_bytes(request),
                 messages.infer_response,
             )
         except Exception as exc:
