@@ -481,6 +481,15 @@ HTTP_CORPUS: dict[str, tuple[str, str, object, int, str]] = {
     # before reading the body, and a client still sending can then see a reset instead of the
     # answer; tests/test_tritonclient_http.py sends it from a raw socket that waits.
     "GET on infer": ("GET", INFER, None, 405, "'GET' is not allowed"),
+    "JSON nested 100,000 deep": ("POST", INFER, b'{"inputs": ' + b"[" * 100_000
+                                 + b"]" * 100_000 + b"}", 400, "nested too deeply"),
+    "a 5,000-digit integer": ("POST", INFER, b'{"inputs": [{"name": "features", "datatype": '
+                              b'"FP32", "shape": [1, 4], "data": [' + b"9" * 5000
+                              + b', 1, 2, 3]}]}', 400, "cannot be read"),
+    "1e400": ("POST", INFER, b'{"inputs": [{"name": "features", "datatype": "FP32", "shape": '
+              b'[1, 4], "data": [1e400, 1, 2, 3]}]}', 400, "1e400 is out of range"),
+    "index: nested 100,000 deep": ("POST", "/v2/repository/index", b"[" * 100_000
+                                   + b"]" * 100_000, 400, "nested too deeply"),
     "one of two inputs": ("POST", "/v2/models/spectra_similarity/infer",
                           body(tensor([0.0] * 200, shape=[1, 200], name="spectrum_a")), 400,
                           "input 'spectrum_b' is missing"),

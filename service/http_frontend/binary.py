@@ -30,6 +30,7 @@ from service import codecs
 from service.dataplane import InferenceRequest, InferenceResponse
 from service.errors import invalid_argument, quoted
 from service.http_frontend import tensors
+from service.http_frontend.body import read_json
 from service.runtime import LoadedModel
 
 HEADER = "Inference-Header-Content-Length"
@@ -68,11 +69,6 @@ def header_length(value: str | None, body_size: int) -> int | None:
     return length
 
 
-def _json(raw: bytes | bytearray | memoryview, what: str, hint: str = "") -> object:
-    try:
-        return json.loads(bytes(raw) if isinstance(raw, memoryview) else raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise invalid_argument(f"{what} is not JSON: {exc}{hint}") from None
 
 
 def _parameters(holder: Mapping, who: str) -> Mapping:
@@ -159,10 +155,10 @@ def split_body(
     length = header_length(header_value, len(body))
     if length is None:
         hint = f"; binary tensors after the JSON need the {HEADER} header"
-        return _json(body, "the request body", hint), None
+        return read_json(body, "the request body", hint), None
     view = memoryview(body)
     what = f"the JSON header (the first {length} bytes, as {HEADER} says)"
-    return _json(view[:length], what), view[length:]
+    return read_json(view[:length], what), view[length:]
 
 
 def inference_request(

@@ -11,6 +11,8 @@ the body is never read."""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import zlib
 
@@ -18,12 +20,35 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.errors import invalid_argument
 from service.http_frontend.status import HttpError
 
 SETTING = "max_request_bytes (--max-request-bytes / ZOOSERVE_MAX_REQUEST_BYTES)"
 # Responses smaller than this are sent as they are, even to a client that accepts gzip.
 COMPRESS_AT_LEAST = 1024
 _DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+def _finite_or_refused(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: json would read it as infinity, silently
+        raise ValueError(f"the number {text[:40]} is out of range for a 64-bit float")
+    return value
+
+
+def read_json(raw: bytes | bytearray | memoryview, what: str, hint: str = "") -> object:
+    """A JSON body (or part of one); anything that is not JSON is the client's mistake, also
+    what Python's json refuses in its own ways: nesting too deep for its recursion, an
+    integer of more digits than it converts, a number too large for a float."""
+    try:
+        return json.loads(bytes(raw) if isinstance(raw, memoryview) else raw,
+                          parse_float=_finite_or_refused)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise invalid_argument(f"{what} is not JSON: {exc}{hint}") from None
+    except RecursionError:
+        raise invalid_argument(f"{what} is nested too deeply to read") from None
+    except ValueError as exc:  # int digits beyond Python's limit; _finite_or_refused
+        raise invalid_argument(f"{what} holds a number that cannot be read: {exc}") from None
 
 
 def too_large(what: str, limit: int) -> HttpError:

@@ -6,7 +6,6 @@ DataPlane, converts back; errors go through the one HTTP table in `status.py`.""
 from __future__ import annotations
 
 import functools
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -155,7 +154,7 @@ def build_v2_app(
         raw = await body.read_body(request, max_request_bytes)
         raw = body.decompress(raw, request.headers.get("content-encoding", ""),
                               max_request_bytes)
-        options = _json(raw, "the request body") if raw.strip() else {}
+        options = body.read_json(raw, "the request body") if raw.strip() else {}
         if not isinstance(options, dict):
             raise invalid_argument('the request body must be a JSON object, e.g. {"ready": true}')
         ready = options.get("ready", False)
@@ -222,8 +221,3 @@ def _model_path(request: Request) -> tuple[str, str | None]:
     return request.path_params["name"], request.path_params.get("version")
 
 
-def _json(raw: bytes | bytearray, what: str) -> object:
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise invalid_argument(f"{what} is not JSON: {exc}") from None
