@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import numpy as np
+from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 
 from service import codecs
@@ -15,6 +15,7 @@ from service.grpc_frontend import tensors
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import model_config_pb2 as config_pb
 from service.limits import MAX_ID_LENGTH
+from service.model_config import model_config as model_configuration
 from service.repository import IndexEntry
 from service.runtime import PLATFORM, LoadedModel, TensorSpec
 from service.statistics import Duration, StatisticsSnapshot
@@ -100,80 +101,10 @@ def model_metadata(model: LoadedModel, versions: list[int]) -> pb.ModelMetadataR
     )
 
 
-def _config_datatype(datatype: str) -> int:
-    return config_pb.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
-
-
-def _dims(model: LoadedModel, spec: TensorSpec) -> tuple[int, ...]:
-    # Triton's convention: with batching, dims leave out the batch axis.
-    return spec.shape[1:] if model.max_batch_size > 0 else spec.shape
-
-
 def model_config(model: LoadedModel) -> pb.ModelConfigResponse:
-    """Triton's ModelConfig. Where the model runs is in the instance group's kind (KIND_GPU
-    only when the CUDA provider is really in use, read back from the session) and in the
-    `execution_providers` parameter; the thread counts use the parameter names of Triton's
-    ONNX Runtime backend. ModelMetadata has no field for any of it, in Triton's protocol
-    as in ours."""
-    on_gpu = model.device == "GPU"
-    parameters = {
-        "execution_providers": ",".join(model.providers),
-        "intra_op_thread_count": str(model.intra_op_threads),
-        "inter_op_thread_count": str(model.inter_op_threads),
-        "task": model.task,
-        "max_queue_size": str(model.max_queue_size),
-        "execution": "inline" if model.runs_inline(1) else "thread",
-        "description": str(model.card.get("description", "")),
-    }
-    if model.labels:
-        parameters["labels"] = json.dumps(model.labels)
-    config = config_pb.ModelConfig(
-        name=model.name,
-        platform=PLATFORM,
-        backend="onnxruntime",
-        version_policy=config_pb.ModelVersionPolicy(all=config_pb.ModelVersionPolicy.All()),
-        max_batch_size=model.max_batch_size,
-        input=[
-            config_pb.ModelInput(
-                name=s.name, data_type=_config_datatype(s.datatype), dims=_dims(model, s)
-            )
-            for s in model.inputs
-        ],
-        output=[
-            config_pb.ModelOutput(
-                name=s.name, data_type=_config_datatype(s.datatype), dims=_dims(model, s)
-            )
-            for s in model.outputs
-        ],
-        instance_group=[
-            config_pb.ModelInstanceGroup(
-                name=model.name,
-                count=model.config.instances,
-                kind=config_pb.ModelInstanceGroup.KIND_GPU
-                if on_gpu
-                else config_pb.ModelInstanceGroup.KIND_CPU,
-                gpus=[0] if on_gpu else [],
-            )
-        ],
-        default_model_filename=model.path.name,
-        dynamic_batching=_dynamic_batching(model),
-        parameters={k: config_pb.ModelParameter(string_value=v) for k, v in parameters.items()},
-    )
+    """Triton's ModelConfig: `service.model_config`'s plain data, read into the message."""
+    config = json_format.ParseDict(model_configuration(model), config_pb.ModelConfig())
     return pb.ModelConfigResponse(config=config)
-
-
-def _dynamic_batching(model: LoadedModel) -> config_pb.ModelDynamicBatching | None:
-    """Triton's dynamic_batching block, for a model the batcher batches (one whose first
-    axis is free); the queue bound is its default_queue_policy."""
-    if not model.max_batch_size:
-        return None
-    return config_pb.ModelDynamicBatching(
-        preferred_batch_size=model.preferred_batch_sizes,
-        max_queue_delay_microseconds=model.config.dynamic_batching.max_queue_delay_us,
-        default_queue_policy=config_pb.ModelQueuePolicy(
-            max_queue_size=model.max_queue_size,
-        ),
-    )
 
 
 def _duration(d: Duration) -> pb.StatisticDuration:

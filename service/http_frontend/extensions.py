@@ -1,80 +1,17 @@
 """Triton's HTTP extensions beyond the core verbs, as JSON in the shapes Triton's HTTP server
-answers and `tritonclient.http` reads: the model configuration (`/config`), the statistics
-(`/stats`) and the repository index (`/v2/repository/index`).
-
-The model configuration is built here from the core's objects, not from the gRPC frontend's
-ModelConfig message, so the HTTP side needs neither protobuf nor the generated modules. It
-carries the same content as service/grpc_frontend/messages.py `model_config`, field for
-field, under the protobuf field names, with the difference Triton's own HTTP answer has:
-64-bit integers are JSON numbers, not strings. tests/test_tritonclient_http.py compares the
-two answers from one server, so they cannot drift apart unnoticed."""
+answers and `tritonclient.http` reads: the model configuration (`/config`, built by
+`service.model_config`, which the gRPC frontend shares), the statistics (`/stats`) and the
+repository index (`/v2/repository/index`). The HTTP side needs neither protobuf nor the
+generated modules."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from service.repository import IndexEntry
-from service.runtime import PLATFORM, LoadedModel, TensorSpec
+from service.runtime import LoadedModel
 from service.statistics import Duration, StatisticsSnapshot
-
-
-def _config_datatype(datatype: str) -> str:
-    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
-
-
-def _dims(model: LoadedModel, spec: TensorSpec) -> list[int]:
-    # Triton's convention: with batching, dims leave out the batch axis.
-    return list(spec.shape[1:] if model.max_batch_size > 0 else spec.shape)
-
-
-def _tensor(model: LoadedModel, spec: TensorSpec) -> dict[str, Any]:
-    return {"name": spec.name, "data_type": _config_datatype(spec.datatype),
-            "dims": _dims(model, spec)}
-
-
-def model_config(model: LoadedModel) -> dict[str, Any]:
-    """Triton's model configuration for a loaded model version (see the module's note)."""
-    on_gpu = model.device == "GPU"
-    parameters = {
-        "execution_providers": ",".join(model.providers),
-        "intra_op_thread_count": str(model.intra_op_threads),
-        "inter_op_thread_count": str(model.inter_op_threads),
-        "task": model.task,
-        "max_queue_size": str(model.max_queue_size),
-        "execution": "inline" if model.runs_inline(1) else "thread",
-        "description": str(model.card.get("description", "")),
-    }
-    if model.labels:
-        parameters["labels"] = json.dumps(model.labels)
-    group: dict[str, Any] = {
-        "name": model.name,
-        "count": model.config.instances,
-        "kind": "KIND_GPU" if on_gpu else "KIND_CPU",
-    }
-    if on_gpu:
-        group["gpus"] = [0]
-    config: dict[str, Any] = {
-        "name": model.name,
-        "platform": PLATFORM,
-        "backend": "onnxruntime",
-        "version_policy": {"all": {}},
-        "max_batch_size": model.max_batch_size,
-        "input": [_tensor(model, s) for s in model.inputs],
-        "output": [_tensor(model, s) for s in model.outputs],
-        "instance_group": [group],
-        "default_model_filename": model.path.name,
-        "parameters": {k: {"string_value": v} for k, v in parameters.items()},
-    }
-    if model.max_batch_size:  # a model the batcher batches (its first axis is free)
-        config["dynamic_batching"] = {
-            "preferred_batch_size": list(model.preferred_batch_sizes),
-            "max_queue_delay_microseconds":
-                model.config.dynamic_batching.max_queue_delay_us,
-            "default_queue_policy": {"max_queue_size": model.max_queue_size},
-        }
-    return config
 
 
 def _duration(d: Duration) -> dict[str, int]:

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from service import model_config as configuration
 from service.dataplane import DataPlane, InferenceRequest
 from service.errors import invalid_argument, quoted, unavailable
 from service.http_frontend import binary, body, extensions, tensors
@@ -145,7 +146,7 @@ def build_v2_app(
     @route("/v2/models/{name}/versions/{version}/config", ["GET"])
     async def model_config(request: Request, frontend: Frontend) -> Response:
         name, version = _model_path(request)
-        return JSONResponse(extensions.model_config(frontend.dataplane.model(name, version)))
+        return JSONResponse(configuration.model_config(frontend.dataplane.model(name, version)))
 
     @route("/v2/repository/index", ["POST"])
     async def repository_index(request: Request, frontend: Frontend) -> Response:
