@@ -51,9 +51,12 @@ class RunningServer:
         return self.log_path.read_text()
 
 
-def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
+def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path,
+                        credentials: grpc.ChannelCredentials | None = None) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
-    with grpc.insecure_channel(url) as channel:
+    channel = (grpc.insecure_channel(url) if credentials is None
+               else grpc.secure_channel(url, credentials))
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -69,11 +72,12 @@ def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> 
 
 @contextlib.contextmanager
 def run_server(
-    models: Path, tmp: Path, *args: str, env: dict | None = None
+    models: Path, tmp: Path, *args: str, env: dict | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> Iterator[RunningServer]:
     """Start `python -m zooserve serve` on a free port; stop it (SIGTERM) afterwards. The
     drain delay is 0 unless `env` sets ZOOSERVE_DRAIN_DELAY: a test that stops a server
-    has no load balancer to wait for."""
+    has no load balancer to wait for. `credentials`: how to reach a TLS server's health."""
     port, http_port = free_port(), free_port()
     log_path = tmp / f"server-{port}.log"
     command = [sys.executable, "-m", "zooserve", "serve", "--models", str(models),
@@ -86,7 +90,7 @@ def run_server(
         )
     url = f"127.0.0.1:{port}"
     try:
-        _wait_until_serving(url, process, log_path)
+        _wait_until_serving(url, process, log_path, credentials)
         yield RunningServer(url, process, log_path, f"http://127.0.0.1:{http_port}")
     finally:
         process.terminate()

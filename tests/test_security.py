@@ -16,7 +16,6 @@ import pickle
 import ssl
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from service.grpc_frontend.health_check import health_status, tls_credentials
+from service.grpc_frontend.health_check import tls_credentials
 from service.security import Security, bearer_problem
 from tests import conftest
 from tests.conftest import ROOT, RunningServer, run_server
@@ -159,27 +158,9 @@ def run_tls_server(models: Path, tmp: Path, pki: Pki, *args: str, mutual: bool =
     health check (its plaintext check cannot reach a TLS port)."""
     credentials = tls_credentials(pki.ca, pki.client_cert if mutual else None,
                                   pki.client_key if mutual else None)
-
-    def wait_until_serving(url: str, process: subprocess.Popen, log_path: Path) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}:\n"
-                                   + log_path.read_text())
-            try:
-                health_status(url, "", 1.0, credentials)
-                return
-            except ConnectionError:
-                time.sleep(0.2)
-        raise RuntimeError(f"server did not answer within {START_TIMEOUT_S}s:\n"
-                           + log_path.read_text())
-
     tls = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(conftest, "_wait_until_serving", wait_until_serving)
-        with run_server(models, tmp, *tls, *args, env=env) as running:
-            patch.undo()
-            yield running
+    with run_server(models, tmp, *tls, *args, env=env, credentials=credentials) as running:
+        yield running
 
 
 def trusting(pki: Pki, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
