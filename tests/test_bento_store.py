@@ -93,7 +93,7 @@ def test_the_bento_serves_its_models_from_the_store(home, bento_tag, tmp_path):
         assert len(response.json()["predictions"]) == 3
         assert "from the BentoML model store" in running.log()
         penguins = [line for line in running.log().splitlines() if "loaded penguins" in line]
-        assert penguins and "queue of 7" in penguins[0]  # its serving.json, from the store
+        assert penguins and "up to 7 in flight" in penguins[0]  # its serving.json, from the store
 
 
 def test_the_gpu_bentofile_builds_with_onnxruntime_gpu(home):
