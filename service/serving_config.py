@@ -7,7 +7,7 @@ folders (the repository's layout is `service.layout`). Every key is optional:
         "preferred_batch_sizes": [32],     # stop waiting once this many rows are queued
         "max_batch_size": 64               # rows in one run (defaults to the server's limit)
       },
-      "max_queue_size": 256,               # requests waiting; more are refused RESOURCE_EXHAUSTED
+      "max_queue_size": 256,               # in flight at once (default: --max-queue-size)
       "instances": 1,                      # batches of this model running at once
       "intra_op_threads": 2,               # this model's own ONNX Runtime pool (default: shared)
       "execution": "auto"                  # inline | thread | auto (chosen from the warm-up)
