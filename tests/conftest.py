@@ -64,9 +64,14 @@ def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path,
                 raise RuntimeError(f"server exited with {process.returncode}:\n{log}")
             try:
                 stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
-                return  # answering (SERVING or NOT_SERVING): the port is up
             except grpc.RpcError:
                 time.sleep(0.2)
+                continue
+            # Answering (SERVING or NOT_SERVING): the port is up. "ready:" is logged once the
+            # server has also taken its signals over (SIGHUP is ignored until then).
+            if "ready:" in log_path.read_text():
+                return
+            time.sleep(0.05)
     raise RuntimeError(f"server did not answer within {START_TIMEOUT_S}s:\n{log_path.read_text()}")
 
 

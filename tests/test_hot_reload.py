@@ -417,8 +417,9 @@ def test_the_workers_parent_passes_sighup_to_every_worker(copy_model, tmp_path):
     repo = copy_model("penguins")
     with run_server(repo, tmp_path, "--workers", "2", "--model-control", "poll",
                     "--poll-interval", "3600") as running:
-        wait_for(lambda: running.log().count("loaded penguins version 1") == 2,
-                 "both workers loaded")
+        # "ready:" comes after a worker takes SIGHUP over; until then it ignores SIGHUP.
+        wait_for(lambda: running.log().count("ready: 1 model versions") == 2,
+                 "both workers ready")
         copy_version(repo, 2)
         running.process.send_signal(signal.SIGHUP)
         wait_for(lambda: running.log().count("loaded penguins version 2") == 2,
