@@ -10,7 +10,9 @@ Starts one `zooserve serve` on the shipped zoo and prints, with the server's RSS
 3. 2,000 penguins requests in flight at once (one row each), and 2,000 digits requests of
    128 images: how many were answered OK, how many refused RESOURCE_EXHAUSTED (and by
    which limit), any other status, the p99 latency of the answered ones, and the peak RSS;
-4. for comparison, ONNX Runtime alone in this process: RSS after batch-1024 digits runs with
+4. one 37 MB KServe v2 JSON body (digits, one element too many, so it is refused with 400
+   after it is parsed): the peak while it is read and parsed, and what is left;
+5. for comparison, ONNX Runtime alone in this process: RSS after batch-1024 digits runs with
    the arena as it is by default and with the shrinkage zooserve asks for on large runs.
 
 Requests are pre-serialised ModelInferRequest bytes on grpc.aio channels (tritonclient's
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import subprocess
 import sys
 import threading
@@ -129,6 +132,23 @@ def _raw_ort_arena(bursts: int) -> list[tuple[str, int, int]]:
     return rows
 
 
+def _json_body(process: psutil.Process, http_port: int, rows: int = 4120) -> None:
+    import httpx
+
+    values = np.random.default_rng(2).uniform(0, 255, rows * 784 + 1).round(6).tolist()
+    body = json.dumps({"inputs": [{"name": "image", "datatype": "FP32",
+                                   "shape": [rows, 28, 28, 1], "data": values}]}).encode()
+    before = process.memory_info().rss
+    with PeakSampler(process) as sampler:
+        answer = httpx.post(f"http://127.0.0.1:{http_port}/v2/models/digits/infer",
+                            content=body, headers={"Content-Type": "application/json"},
+                            timeout=120)
+    time.sleep(0.5)
+    print(f"one {len(body) / 1e6:.1f} MB JSON body, answered {answer.status_code}: RSS "
+          f"{_mib(before)} before, peak {_mib(sampler.peak)}, after "
+          f"{_mib(process.memory_info().rss)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inflight", type=int, default=2000)
@@ -136,10 +156,10 @@ def main() -> None:
     parser.add_argument("--models", default=str(MODELS))
     args = parser.parse_args()
 
-    port = _free_port()
+    port, http_port = _free_port(), _free_port()
     url = f"127.0.0.1:{port}"
     command = [sys.executable, "-m", "zooserve", "serve", "--models", args.models,
-               "--grpc-port", str(port), "--http-port", str(_free_port()),
+               "--grpc-port", str(port), "--http-port", str(http_port),
                "--metrics-port", str(_free_port()), "--log-level", "WARNING"]
     server = subprocess.Popen(command, cwd=ROOT)
     try:
@@ -179,6 +199,8 @@ def main() -> None:
                   f"{_mib(sampler.peak)}, after {_mib(process.memory_info().rss)}")
             for code, message in result["messages"].items():
                 print(f"  {code}: {message}")
+
+        _json_body(process, http_port)
     finally:
         server.terminate()
         server.wait(timeout=60)
