@@ -228,18 +228,17 @@ class _Supervisor:
 
     def _on_sighup(self, signum, frame) -> None:
         """Each worker has its own models: every one of them looks at the repository."""
-        for worker in self.workers:
-            if not worker.exited and worker.process.exitcode is None:
-                try:
-                    os.kill(worker.process.pid, signal.SIGHUP)
-                except ProcessLookupError:
-                    pass
+        self._signal_all(signal.SIGHUP)
 
     def _stop_all(self) -> None:
+        self._signal_all(signal.SIGTERM)
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        """`sig` to every worker still running."""
         for worker in self.workers:
             if not worker.exited and worker.process.exitcode is None:
                 try:
-                    os.kill(worker.process.pid, signal.SIGTERM)
+                    os.kill(worker.process.pid, sig)
                 except ProcessLookupError:
                     pass
 
