@@ -17,19 +17,11 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 
+from benchmarks.peers.ort_session import one_thread_session
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"
-
-
-def one_thread_session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class BareModel:

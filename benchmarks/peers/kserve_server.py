@@ -14,8 +14,8 @@ import argparse
 import logging
 from pathlib import Path
 
-import onnxruntime as ort
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
+from ort_session import one_thread_session  # this folder is the script's path
 
 NAMES = ("penguins", "digits")
 
@@ -29,12 +29,7 @@ class OnnxModel(Model):
         self.load()
 
     def load(self) -> bool:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(self.path), options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = one_thread_session(self.path)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.ready = True

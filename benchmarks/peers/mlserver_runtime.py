@@ -3,20 +3,15 @@ input in and its outputs out, FP32, decoded and encoded with MLServer's NumpyCod
 
 from __future__ import annotations
 
-import onnxruntime as ort
 from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
+from ort_session import one_thread_session  # on PYTHONPATH: mlserver_server.py puts it there
 
 
 class OnnxRuntime(MLModel):
     async def load(self) -> bool:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(self.settings.parameters.uri, options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = one_thread_session(self.settings.parameters.uri)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         return True

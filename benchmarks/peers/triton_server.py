@@ -16,20 +16,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
+from ort_session import one_thread_session  # this folder is the script's path
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
 MAX_BATCH = 64
-
-
-def one_thread_session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def bind(triton: Triton, name: str, path: Path, dynamic_batching: bool) -> None:
