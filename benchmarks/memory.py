@@ -15,8 +15,9 @@ Starts one `zooserve serve` on the shipped zoo and prints, with the server's RSS
 5. for comparison, ONNX Runtime alone in this process: RSS after batch-1024 digits runs with
    the arena as it is by default and with the shrinkage zooserve asks for on large runs.
 
-Requests are pre-serialised ModelInferRequest bytes on grpc.aio channels (tritonclient's
-generated messages; zooserve's are not imported), spread over 8 channels."""
+The server is started as the benchmark harness starts it (`systems.SYSTEMS["zooserve"]`).
+Requests are pre-serialised ModelInferRequest bytes on grpc.aio channels, spread over 8
+channels."""
 
 from __future__ import annotations
 
@@ -24,8 +25,7 @@ import argparse
 import asyncio
 import collections
 import json
-import subprocess
-import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,21 +33,13 @@ from pathlib import Path
 import grpc
 import numpy as np
 import psutil
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from tritonclient.grpc import service_pb2
 
-ROOT = Path(__file__).resolve().parent.parent
-MODELS = ROOT / "models"
-INFER = "/inference.GRPCInferenceService/ModelInfer"
+from benchmarks import systems
+from benchmarks.loadgen import INFER
+from benchmarks.systems import MODELS
+from service.grpc_frontend.generated import grpc_service_pb2 as service_pb2
+
 MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(model: str, name: str, array: np.ndarray) -> bytes:
@@ -132,7 +124,7 @@ def _raw_ort_arena(bursts: int) -> list[tuple[str, int, int]]:
     return rows
 
 
-def _json_body(process: psutil.Process, http_port: int, rows: int = 4120) -> None:
+def _json_body(process: psutil.Process, http_url: str, rows: int = 4120) -> None:
     import httpx
 
     values = np.random.default_rng(2).uniform(0, 255, rows * 784 + 1).round(6).tolist()
@@ -140,7 +132,7 @@ def _json_body(process: psutil.Process, http_port: int, rows: int = 4120) -> Non
                                    "shape": [rows, 28, 28, 1], "data": values}]}).encode()
     before = process.memory_info().rss
     with PeakSampler(process) as sampler:
-        answer = httpx.post(f"http://127.0.0.1:{http_port}/v2/models/digits/infer",
+        answer = httpx.post(f"{http_url}/v2/models/digits/infer",
                             content=body, headers={"Content-Type": "application/json"},
                             timeout=120)
     time.sleep(0.5)
@@ -153,27 +145,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inflight", type=int, default=2000)
     parser.add_argument("--bursts", type=int, default=3)
-    parser.add_argument("--models", default=str(MODELS))
     args = parser.parse_args()
 
-    port, http_port = _free_port(), _free_port()
-    url = f"127.0.0.1:{port}"
-    command = [sys.executable, "-m", "zooserve", "serve", "--models", args.models,
-               "--grpc-port", str(port), "--http-port", str(http_port),
-               "--metrics-port", str(_free_port()), "--log-level", "WARNING"]
-    server = subprocess.Popen(command, cwd=ROOT)
+    # Started as the benchmark harness starts it: ready once every model answers.
+    logs = Path(tempfile.mkdtemp(prefix="zooserve-memory-"))
+    running = systems.SYSTEMS["zooserve"].start(logs)
+    url = running.grpc_target
     try:
-        with grpc.insecure_channel(url) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            for _ in range(600):
-                try:
-                    if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
-                        break
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        process = psutil.Process(server.pid)
-        print(f"zooserve serve, zoo of {args.models}: idle RSS {_mib(process.memory_info().rss)}")
+        process = psutil.Process(running.pid)
+        print(f"zooserve serve, zoo of {MODELS}: idle RSS {_mib(process.memory_info().rss)}")
 
         rng = np.random.default_rng(1)
         batch = _request("digits", "image", rng.random((1024, 28, 28, 1), dtype=np.float32))
@@ -200,10 +180,9 @@ def main() -> None:
             for code, message in result["messages"].items():
                 print(f"  {code}: {message}")
 
-        _json_body(process, http_port)
+        _json_body(process, running.http_url)
     finally:
-        server.terminate()
-        server.wait(timeout=60)
+        systems.stop(running)
 
     print("ONNX Runtime alone, digits batch 1024, "
           f"{args.bursts} runs:")

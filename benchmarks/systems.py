@@ -212,7 +212,8 @@ def _start_zooserve(system: System, log_dir: Path, timeout_s: float) -> Running:
         argv += ["--workers", str(system.workers)]
     started = time.monotonic()
     process, log = _popen(system.key, argv, log_dir)
-    running = Running(system.key, process, log, grpc_target=f"127.0.0.1:{port}")
+    running = Running(system.key, process, log, grpc_target=f"127.0.0.1:{port}",
+                      http_url=f"http://127.0.0.1:{http_port}")
     return _wait_grpc_ready(running, started, timeout_s, health=True)
 
 
