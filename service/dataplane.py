@@ -78,7 +78,8 @@ class InferenceResponse:
 
 class DataPlane:
     def __init__(
-        self, repository: ModelRepository, inference_threads: int = 4, max_inflight: int = 1024
+        self, repository: ModelRepository, inference_threads: int = 4, max_inflight: int = 1024,
+        model_control: str = "none", poll_interval: float = 5.0,
     ) -> None:
         self._repository = repository
         self.max_inflight = max_inflight
@@ -89,7 +90,7 @@ class DataPlane:
             max_workers=inference_threads, thread_name_prefix="inference"
         )
         self._closing = False
-        self._large_work = threading.Lock()  # see _off_loop
+        self._large_work = threading.Lock()  # see _sized_work
         self._listeners: list[Callable[[], object]] = []
         self._batchers: dict[tuple[asyncio.AbstractEventLoop, LoadedModel], Batcher] = {}
         # Inference requests taken on, answered (with outputs or an error) and refused while
@@ -97,10 +98,10 @@ class DataPlane:
         self._accepted = 0
         self._answered = 0
         self._refused = 0
-        # Loading, reloading and unloading while serving (from_settings sets the mode).
+        # Loading, reloading and unloading while serving.
         self._control = ModelControl(
-            repository, changed=self.notify_changed, release=self.release_model,
-            serving=lambda: not (self._unready or self._closing),
+            repository, model_control, poll_interval, changed=self.notify_changed,
+            release=self.release_model, serving=lambda: not (self._unready or self._closing),
         )
 
     @classmethod
@@ -117,10 +118,8 @@ class DataPlane:
             max_queue_size=settings.max_queue_size,
         )
         repository.load()
-        dataplane = cls(repository, settings.inference_threads, settings.max_inflight)
-        dataplane._control.mode = settings.model_control
-        dataplane._control.poll_interval = settings.poll_interval
-        return dataplane
+        return cls(repository, settings.inference_threads, settings.max_inflight,
+                   settings.model_control, settings.poll_interval)
 
     # health
     def live(self) -> bool:
@@ -195,10 +194,8 @@ class DataPlane:
     def release_model(self, model: LoadedModel) -> None:
         """Close the batchers of a version taken out of service, once none of its requests
         is in flight: with them go the last references to its session."""
-        for key in [k for k in list(self._batchers) if k[1] is model]:
-            batcher = self._batchers.pop(key, None)
-            if batcher is not None:
-                batcher.close()
+        for key in [k for k in self._batchers if k[1] is model]:
+            self._batchers.pop(key).close()
 
     def versions(self, name: str) -> list[int]:
         """The loaded versions of a model, lowest first."""
@@ -230,16 +227,17 @@ class DataPlane:
         return self._accepted - self._answered
 
     async def parse(self, parse: Callable[[bytes], T], data: bytes) -> T:
-        """`parse(data)`: for data of DECODE_OFF_LOOP_BYTES or more on an inference thread, so
-        a frontend's parsing of a large message does not hold up the event loop."""
-        if len(data) >= DECODE_OFF_LOOP_BYTES:
-            return await self._off_loop(parse, data)
-        return parse(data)
+        """`parse(data)`, off the event loop for a large message (see `_sized_work`)."""
+        return await self._sized_work(len(data), parse, data)
 
-    async def _off_loop(self, work: Callable[..., T], *args) -> T:
-        """Decoding or encoding work on an inference thread, one at a time: such work holds
-        the GIL in long C calls (protobuf parsing, copies), and two at once would keep the
-        event loop from it for their sum; one at a time it waits for one call at most."""
+    async def _sized_work(self, size: int, work: Callable[..., T], *args) -> T:
+        """`work(*args)`, which decodes or encodes `size` bytes: on the event loop when small;
+        from DECODE_OFF_LOOP_BYTES on, on an inference thread, one such piece at a time. Such
+        work holds the GIL in long C calls (protobuf parsing, copies), and two at once would
+        keep the event loop from it for their sum; one at a time it waits for one call at
+        most."""
+        if size < DECODE_OFF_LOOP_BYTES:
+            return work(*args)
 
         def alone() -> T:
             with self._large_work:
@@ -291,10 +289,7 @@ class DataPlane:
         or more on an inference thread, off the event loop), then run."""
         self._admit(model)
         try:
-            if size >= DECODE_OFF_LOOP_BYTES:
-                request = await self._off_loop(decode)
-            else:
-                request = decode()
+            request = await self._sized_work(size, decode)
         except BaseException:  # the client's mistake, answered as before it was admitted
             self._answered += 1
             model.inflight -= 1
@@ -314,10 +309,9 @@ class DataPlane:
             )
             if encode is None:
                 encoded = response
-            elif sum(a.nbytes for a in result.outputs.values()) >= DECODE_OFF_LOOP_BYTES:
-                encoded = await self._off_loop(encode, response)
             else:
-                encoded = encode(response)
+                size = sum(a.nbytes for a in result.outputs.values())
+                encoded = await self._sized_work(size, encode, response)
         except ServingError:
             model.statistics.record_failure(time.perf_counter_ns() - request.received_ns)
             raise
