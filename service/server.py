@@ -27,7 +27,7 @@ from service.http_frontend.server import start_http_server
 from service.memory import return_large_buffers_to_the_system
 from service.metrics import start_metrics_server
 from service.ports import HTTP_PORT, check_port_free
-from service.security import load_security
+from service.security import Security, load_security
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,12 +38,15 @@ log = logging.getLogger(__name__)
 __all__ = ["HTTP_PORT", "serve", "serve_worker"]
 
 
-async def _serve(settings: Settings, worker: WorkerLink | None = None) -> None:
-    """Serve until SIGINT or SIGTERM (a worker: SIGTERM, or its parent gone), then drain."""
+async def _serve(settings: Settings, worker: WorkerLink | None = None,
+                 security: Security | None = None) -> None:
+    """Serve until SIGINT or SIGTERM (a worker: SIGTERM, or its parent gone), then drain.
+    `security`: as `load_security` made it already (a worker makes its own)."""
     # SO_REUSEPORT on the gRPC and HTTP ports: between the workers of one server always,
     # with other processes only when --reuse-port asks for it.
     sharing = worker is not None or settings.reuse_port
-    security = load_security(settings)  # TLS, token, reflection: checked before models load
+    if security is None:  # TLS, token, reflection: checked before models load
+        security = load_security(settings)
     return_large_buffers_to_the_system()  # see service/memory.py
     dataplane = DataPlane.from_settings(settings)
     grpc_frontend = await start_grpc_server(
@@ -113,7 +116,7 @@ def serve(settings: Settings) -> None:
     if settings.workers > 1:
         from service.workers import serve_workers
 
-        serve_workers(settings)
+        serve_workers(settings, security)
         return
     if not settings.reuse_port:  # with it, a port another server shares is not an error
         check_port_free(settings.host, settings.grpc_port, "gRPC")
@@ -122,7 +125,7 @@ def serve(settings: Settings) -> None:
     check_port_free(settings.host, settings.metrics_port, "metrics")
     log.info(security.describe())
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # while the models load; then _serve's
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, security=security))
 
 
 def serve_worker(settings: Settings, worker: WorkerLink) -> None:

@@ -45,6 +45,7 @@ from multiprocessing.connection import wait as wait_for
 from service.cpus import detect_cpu_limit
 from service.metrics import WorkerMetricsSum, start_worker_metrics_server
 from service.ports import HTTP_PORT, check_port_free
+from service.security import Security
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,9 @@ log = logging.getLogger(__name__)
 EXIT_GRACE_S = 10.0
 
 
-def serve_workers(settings: Settings) -> None:
-    """Run `settings.workers` workers until SIGTERM or SIGINT, then drain them all. Returns
+def serve_workers(settings: Settings, security: Security) -> None:
+    """Run `settings.workers` workers until SIGTERM or SIGINT, then drain them all (each
+    worker checks `security` again for itself: the parent says once what is on). Returns
     when every worker drained and exited 0; raises SystemExit with one line otherwise."""
     if settings.model_control == "explicit":
         # A load or unload request reaches the one worker that holds the connection.
@@ -73,9 +75,7 @@ def serve_workers(settings: Settings) -> None:
         grpc_port=check_port_free(settings.host, settings.grpc_port, "gRPC"),
         http_port=check_port_free(settings.host, http_port, "HTTP"),
     )
-    from service.security import load_security
-
-    log.info(load_security(settings).describe())  # said once, by the parent
+    log.info(security.describe())  # said once, by the parent
     failure = _Supervisor(settings).run()
     if failure:
         raise SystemExit(f"zooserve serve: error: {failure}")
