@@ -79,14 +79,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         received = time.perf_counter_ns()
         if isinstance(request, bytes):
             request = await self.dataplane.parse(messages.parse_infer_request, request)
-        model = self.dataplane.model(request.model_name, request.model_version or None)
-        deadline = _deadline(context)
-        return await self.dataplane.infer_message(
-            model,
-            lambda: messages.inference_request(request, model, received, deadline),
-            messages.payload_bytes(request),
-            messages.infer_response,
-        )
+        return await self._infer(request, received, _deadline(context))
 
     async def ModelStreamInfer(self, request_iterator, context):
         """Triton's streaming inference: many requests on one bidirectional stream, each
@@ -117,15 +110,22 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 if left is not None:
                     left.cancel()
 
+    async def _infer(
+        self, request: pb.ModelInferRequest, received: int, deadline: float | None
+    ) -> pb.ModelInferResponse:
+        """One ModelInferRequest, unary or from a stream: the model looked up first (NOT_FOUND
+        before anything is decoded), then admitted, decoded, run and encoded."""
+        model = self.dataplane.model(request.model_name, request.model_version or None)
+        return await self.dataplane.infer_message(
+            model,
+            lambda: messages.inference_request(request, model, received, deadline),
+            messages.payload_bytes(request),
+            messages.infer_response,
+        )
+
     async def _stream_one(self, request, received: int) -> pb.ModelStreamInferResponse:
         try:
-            model = self.dataplane.model(request.model_name, request.model_version or None)
-            response = await self.dataplane.infer_message(
-                model,
-                lambda: messages.inference_request(request, model, received, None),
-                messages.payload_bytes(request),
-                messages.infer_response,
-            )
+            response = await self._infer(request, received, None)
         except Exception as exc:
             _, message = grpc_status(exc, "ModelStreamInfer")
             return pb.ModelStreamInferResponse(
