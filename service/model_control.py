@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 
 from service.errors import invalid_argument, not_found, quoted, unavailable
@@ -38,10 +37,6 @@ log = logging.getLogger(__name__)
 NONE, EXPLICIT, POLL = "none", "explicit", "poll"
 # How often a version taken out of service is checked for in-flight requests.
 RELEASE_CHECK_S = 0.02
-# A request may look a version up and only then be counted in flight (the HTTP frontend
-# reads the body in between): for this long after its release, a version is checked for
-# batchers such late requests made, and those are closed too.
-LATE_REQUEST_WATCH_S = 60.0
 # A model name in a load or unload request names a folder: at most this long, no path.
 MAX_NAME_LENGTH = 255
 
@@ -76,9 +71,9 @@ class ModelControl:
         self._poller: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
         # Out of service, waiting for their requests: model -> (answered so far, since when).
+        # Frontends admit a request in the same step of the event loop as they look its model
+        # up, so once a retired version has none in flight, none can come.
         self._retiring: dict[LoadedModel, tuple[int, float]] = {}
-        # Released: watched a while for batchers made by late requests.
-        self._released: list[tuple[weakref.ref[LoadedModel], float]] = []
 
     @property
     def enabled(self) -> bool:
@@ -201,9 +196,8 @@ class ModelControl:
             await self._changed()
 
     async def _release_when_idle(self) -> None:
-        """Release each retired version once its in-flight count is 0; then, for a while,
-        close any batcher that a late request made for it."""
-        while self._retiring or self._released:
+        """Release each retired version once its in-flight count is 0."""
+        while self._retiring:
             now = time.monotonic()
             for model, (answered, since) in list(self._retiring.items()):
                 if model.inflight:
@@ -215,16 +209,6 @@ class ModelControl:
                         "released %s version %d: its in-flight calls finished (%d answered "
                         "in the %.2f s after it was taken out of service)", model.name,
                         model.version, _answered(model) - answered, now - since)
-                self._released.append((weakref.ref(model), now + LATE_REQUEST_WATCH_S))
-            watched = []
-            for ref, until in self._released:
-                model = ref()
-                if model is None or now > until:
-                    continue
-                if not model.inflight:
-                    self._release(model)
-                watched.append((ref, until))
-            self._released = watched
             await asyncio.sleep(RELEASE_CHECK_S)
 
     async def _poll(self) -> None:

@@ -121,8 +121,11 @@ def build_v2_app(
         client accepts one."""
         name, version = _model_path(request)
         received = time.perf_counter_ns()
-        model = frontend.dataplane.model(name, version)  # NOT_FOUND first, as over gRPC
         raw = await body.read_body(request, max_request_bytes)
+        # Looked up after the body is read, with no wait between the look-up and the
+        # admission: a version taken out of service meanwhile is never run after its release.
+        # NOT_FOUND still comes before anything in the body is decoded, as over gRPC.
+        model = frontend.dataplane.model(name, version)
         encoding = request.headers.get("content-encoding", "")
         header = request.headers.get(binary.HEADER)
         choices: list[binary.OutputChoice] = []
