@@ -253,7 +253,7 @@ def _training_missing(commands) -> None:
             "zooserve: error: training needs the `train` extra: pip install -e '.[train]'"
         )
 
-    for name in ("train", "results"):
+    for name in ("train", "export", "results"):
         sub = commands.add_parser(name, help="(needs the train extra)")
         sub.add_argument("rest", nargs="*")
         sub.set_defaults(func=refuse)
