@@ -5,6 +5,14 @@
 
 protoc writes `import model_config_pb2`, which only works with the folder on sys.path; the
 imports are rewritten to relative ones so the modules live inside the `service` package.
+
+protoc's modules register their files in protobuf's default descriptor pool, where
+tritonclient's generated modules register the same file names and `inference.*` messages:
+whichever is imported second fails ("duplicate file name model_config.proto"). So the
+modules are rewritten to register in zooserve's own pool (`POOL` in the package's
+`__init__.py`) instead, and tritonclient and zooserve can be imported in one process. gRPC
+stubs need only each message class's serializer and parser, which do not care which pool
+holds the descriptor.
 """
 
 from __future__ import annotations
@@ -37,10 +45,35 @@ def generate(out_dir: Path) -> list[Path]:
     for path in written:
         text = path.read_text()
         text = re.sub(r"^import (\w+_pb2) as ", r"from . import \1 as ", text, flags=re.M)
+        if path.name.endswith("_pb2.py"):
+            text = _private_pool(path, text)
         path.write_text(text)
-    note = '"""Generated from proto/ by proto/generate.py; do not edit."""\n'
-    (out_dir / "__init__.py").write_text(note)
+    (out_dir / "__init__.py").write_text(PACKAGE_INIT)
     return written
+
+
+PACKAGE_INIT = '''"""Generated from proto/ by proto/generate.py; do not edit.
+
+The modules register their descriptors in POOL, zooserve's own descriptor pool, not in
+protobuf's default one, where tritonclient registers the same files: so both can be
+imported in one process."""
+
+from google.protobuf import descriptor_pool
+
+POOL = descriptor_pool.DescriptorPool()
+'''
+
+DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
+IMPORTS_END = "# @@protoc_insertion_point(imports)\n"
+
+
+def _private_pool(path: Path, text: str) -> str:
+    """A *_pb2.py module that adds its file to the package's POOL instead of the default
+    pool. Refuses a module not laid out as expected rather than leave it in the default."""
+    if text.count(DEFAULT_POOL) != 1 or text.count(IMPORTS_END) != 1:
+        raise SystemExit(f"{path.name}: protoc's output changed; update proto/generate.py")
+    text = text.replace(IMPORTS_END, IMPORTS_END + "from . import POOL as _POOL\n")
+    return text.replace(DEFAULT_POOL, "DESCRIPTOR = _POOL.AddSerializedFile(")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,10 @@
 """Our .proto files against the protocol as tritonclient ships it, and the generated modules
 against the .proto sources.
 
-Our descriptors are built in a pool of their own from a descriptor set compiled by protoc:
-tritonclient's modules and ours declare the same `inference.*` names, so they cannot share
-the default pool of one process."""
+The comparison reads our descriptors from a descriptor set protoc compiles here from proto/,
+so it checks the sources themselves; the last test checks the generated modules (which
+register in zooserve's own descriptor pool, so tritonclient's can be imported beside them)
+against those sources."""
 
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 
 import grpc
-from google.protobuf import message_factory
+from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from service.dataplane import DataPlane, DrainReport
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
@@ -74,6 +74,25 @@ class GrpcFrontend:
         report = await self.dataplane.drain(drain_timeout)
         await self.close()
         return report
+
+
+def _reflection_pool() -> descriptor_pool.DescriptorPool:
+    """A descriptor pool holding every file reflection describes: ours (which live in
+    zooserve's own pool, not the default one; see proto/generate.py), and the health and
+    reflection services' (which live in the default pool). Each file after its imports."""
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(file) -> None:
+        if file.name not in added:
+            for dependency in file.dependencies:
+                add(dependency)
+            pool.AddSerializedFile(file.serialized_pb)
+            added.add(file.name)
+
+    for file in (pb.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        add(file)
+    return pool
 
 
 def _add_inference_service(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
@@ -138,6 +157,7 @@ async def start_grpc_server(
             [INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME],
             server,
+            pool=_reflection_pool(),
         )
     credentials = security.grpc_server_credentials()
     try:
