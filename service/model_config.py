@@ -44,6 +44,9 @@ def model_config(model: LoadedModel) -> dict[str, Any]:
     }
     if model.labels:
         parameters["labels"] = json.dumps(model.labels)
+    feature_names = model.card.get("feature_names")
+    if feature_names:  # what each column of the input is, in order (a client matches a table)
+        parameters["feature_names"] = json.dumps([str(name) for name in feature_names])
     group: dict[str, Any] = {
         "name": model.name,
         "count": model.config.instances,
