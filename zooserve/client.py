@@ -1,0 +1,559 @@
+"""`zooserve.Client`: predictions from a zooserve (or any Open Inference Protocol v2) server,
+in labels, for people who want answers rather than tensors.
+
+```python
+import zooserve
+
+with zooserve.Client("localhost:8001") as client:
+    result = client.predict("penguins", [[39.1, 18.7, 181, 3750]])
+    result.predicted()  # ['Adelie']
+    result.to_frame()   # a DataFrame, one column per label
+```
+
+The input can be a numpy array, a nested list, a pandas DataFrame (its columns matched by
+name to the model's `feature_names` and put in the card's order) or, for a model with several
+inputs, a dict {input name: array}. The datatype comes from the model's metadata, which the
+client asks for once per (model, version) and keeps: every later `predict` is one ModelInfer
+call. A call that fails with NOT_FOUND, INVALID_ARGUMENT or FAILED_PRECONDITION (or a
+mistake found in the client) drops what was kept, so a model reloaded with another
+signature is asked for again.
+
+Every failure is a `ClientError`: `.code` is the gRPC status name (None for a mistake found
+before anything was sent) and the message is the server's own, or one line saying what is
+wrong.
+
+`AsyncClient` has the same methods as coroutines over `grpc.aio`. Both share every step
+between the wire and the caller: each method is written once, as a generator that yields
+the RPCs it needs (`_Call`) and gets their answers back; the two clients only differ in how
+they run an RPC (`_Client._drive` and `AsyncClient._drive`).
+
+Needs numpy, grpcio and protobuf (`pip install 'zooserve[client]'`), pandas only for
+DataFrames and `to_frame()`; nothing of the server (ONNX Runtime) is imported."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from service import codecs
+from service.errors import ServingError
+from service.grpc_frontend import tensors
+from service.grpc_frontend.generated import grpc_service_pb2 as pb
+from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
+from service.labels import labelled_output
+
+__all__ = ["AsyncClient", "Client", "ClientError", "ModelEntry", "ModelInfo", "Prediction",
+           "TensorInfo"]
+
+# As large as the server takes and sends (service.grpc_frontend.server.MAX_MESSAGE_BYTES).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Server answers after which what the client keeps about a model may be out of date.
+STALE_CODES = frozenset({"NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION"})
+
+
+class ClientError(Exception):
+    """A call that failed. `code`: the gRPC status name (`NOT_FOUND`, `UNAVAILABLE`, ...), or
+    None for a mistake the client found before sending anything. The message is the
+    server's details, or one line saying what is wrong."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# What the client reads about a model
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    datatype: str  # the protocol's name: FP32, INT64, BYTES, ...
+    shape: tuple[int, ...]  # -1 for a free axis (the batch)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model version's metadata and the parts of its ModelConfig a client needs."""
+
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    labels: list[str] | None
+    feature_names: list[str] | None
+    description: str
+    task: str
+
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of the repository index."""
+
+    name: str
+    version: str
+    state: str  # READY, UNAVAILABLE, ...
+    reason: str
+
+
+@dataclass
+class Prediction:
+    """A model's answer: `outputs` by name as numpy arrays, and in labels where the model
+    has them."""
+
+    model: str
+    version: str
+    outputs: dict[str, np.ndarray]
+    labels: list[str] | None
+    index: Any = field(default=None, repr=False)  # the input DataFrame's index, if any
+
+    def predicted(self) -> list[str]:
+        """The most likely label of each row (the lesson's `idxmax(axis="columns")`)."""
+        name = self._scored_output()
+        scores = self.outputs[name].reshape(-1, len(self.labels))
+        return [self.labels[i] for i in scores.argmax(axis=1).tolist()]
+
+    def to_frame(self):
+        """A pandas DataFrame: the labelled output with one column per label, as the lesson
+        builds it with `pd.DataFrame(y_pred, columns=labels)`; for a model without labels,
+        its outputs side by side (`name`, or `name_0`, `name_1`, ... for several columns).
+        The rows keep the index of the DataFrame that was sent."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ClientError("to_frame() needs pandas: pip install pandas") from None
+        if self.labels:
+            name = self._scored_output()
+            scores = self.outputs[name].reshape(-1, len(self.labels))
+            return pd.DataFrame(scores, columns=list(self.labels), index=self.index)
+        columns: dict[str, np.ndarray] = {}
+        for name, array in self.outputs.items():
+            if array.ndim not in (1, 2):
+                raise ClientError(
+                    f"output '{name}' has shape {list(array.shape)}; to_frame() takes outputs "
+                    "of one or two axes (read .outputs instead)"
+                )
+            table = array.reshape(len(array), -1)
+            if table.shape[1] == 1:
+                columns[name] = table[:, 0]
+            else:
+                columns.update({f"{name}_{i}": table[:, i] for i in range(table.shape[1])})
+        return pd.DataFrame(columns, index=self.index)
+
+    def describe(self) -> str:
+        """What `zooserve predict` prints: the model and version, then per row the label
+        with every label's probability (or each output's values, for a model without
+        labels)."""
+        lines = [f"model {self.model} version {self.version}"]
+        found = labelled_output(self.labels, self.outputs) if self.labels else None
+        for name, array in self.outputs.items():
+            if found is not None and name == found[0]:
+                for row in found[1]:
+                    scores = ", ".join(f"{k}={p:.4f}" for k, p in row.probabilities.items())
+                    lines.append(f"{row.label}  ({name}: {scores})")
+            else:
+                lines.append(f"{name} {list(array.shape)}: {np.array2string(array, precision=4)}")
+        return "\n".join(lines)
+
+    __str__ = describe
+
+    def _scored_output(self) -> str:
+        """The output that has one score per label, picked as service.labels picks it; asked
+        of no rows (a 2-D output cut to none), so the choice costs the same for any batch."""
+        if not self.labels:
+            raise ClientError(
+                f"model '{self.model}' has no labels (its card names none); read .outputs"
+            )
+        probe = {n: (a[:0] if a.ndim == 2 else a) for n, a in self.outputs.items()}
+        found = labelled_output(self.labels, probe)
+        if found is None:
+            raise ClientError(
+                f"model '{self.model}' has {len(self.labels)} labels but no output with one "
+                "value per label"
+            )
+        return found[0]
+
+
+# Requests and responses (no I/O)
+
+
+def _model_info(
+    metadata: pb.ModelMetadataResponse, config: pb.ModelConfigResponse
+) -> ModelInfo:
+    parameters = config.config.parameters
+
+    def parameter(key: str) -> str:
+        return parameters[key].string_value if key in parameters else ""
+
+    def json_list(key: str) -> list[str] | None:
+        text = parameter(key)
+        return [str(item) for item in json.loads(text)] if text else None
+
+    def tensor_infos(specs) -> list[TensorInfo]:
+        return [TensorInfo(s.name, s.datatype, tuple(s.shape)) for s in specs]
+
+    return ModelInfo(
+        name=metadata.name, versions=list(metadata.versions), platform=metadata.platform,
+        inputs=tensor_infos(metadata.inputs), outputs=tensor_infos(metadata.outputs),
+        labels=json_list("labels"), feature_names=json_list("feature_names"),
+        description=parameter("description"), task=parameter("task"),
+    )
+
+
+def _is_data_frame(value: object) -> bool:
+    # A DataFrame can only exist once pandas is imported: no import here.
+    pandas = sys.modules.get("pandas")
+    return pandas is not None and isinstance(value, pandas.DataFrame)
+
+
+def _frame_values(info: ModelInfo, frame) -> np.ndarray:
+    """A DataFrame's values, its columns put in the order of the model's feature names."""
+    columns = [str(c) for c in frame.columns]
+    if len(set(columns)) != len(columns):
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        raise ClientError(f"the DataFrame has repeated columns: {', '.join(repeated)}")
+    names = info.feature_names
+    if not names:  # the model names no features: the frame's own order
+        return frame.to_numpy()
+    missing = [n for n in names if n not in columns]
+    extra = [c for c in columns if c not in names]
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append("missing columns " + ", ".join(missing))
+        if extra:
+            problems.append("columns the model does not take " + ", ".join(extra))
+        raise ClientError(
+            f"model '{info.name}': the DataFrame has {' and '.join(problems)}; its features "
+            f"are {', '.join(names)}"
+        )
+    by_name = dict(zip(columns, frame.columns, strict=True))
+    return frame[[by_name[n] for n in names]].to_numpy()
+
+
+def _as_array(spec: TensorInfo, value: object) -> np.ndarray:
+    """One input as an array of its datatype, every element checked (service.codecs)."""
+    try:
+        return codecs.decode_nested(spec.name, spec.datatype, value)
+    except ServingError as exc:
+        raise ClientError(exc.message) from None
+    except (ValueError, TypeError) as exc:  # numpy could not convert, e.g. text to FP32
+        raise ClientError(
+            f"input '{spec.name}': the values cannot be read as {spec.datatype}: {exc}"
+        ) from None
+
+
+def _infer_request(
+    info: ModelInfo, model: str, version: str, x: object
+) -> tuple[pb.ModelInferRequest, Any]:
+    """The ModelInfer request for `x`, and the index of `x` when it is a DataFrame."""
+    index = None
+    if isinstance(x, Mapping):
+        values = dict(x)
+        unknown = [str(n) for n in values if n not in info.input_names()]
+        missing = [n for n in info.input_names() if n not in values]
+        if unknown or missing:
+            said = [f"no input {', '.join(unknown)}"] if unknown else []
+            said += [f"missing {', '.join(missing)}"] if missing else []
+            raise ClientError(
+                f"model '{model}' {'; '.join(said)}: its inputs are {', '.join(info.input_names())}"
+            )
+    elif len(info.inputs) != 1:
+        raise ClientError(
+            f"model '{model}' has several inputs ({', '.join(info.input_names())}); pass a "
+            "dict keyed by input name"
+        )
+    else:
+        values = {info.inputs[0].name: x}
+    request = pb.ModelInferRequest(model_name=model, model_version=version)
+    for spec in info.inputs:
+        value = values[spec.name]
+        if _is_data_frame(value):
+            index = value.index
+            value = _frame_values(info, value)
+        array = _as_array(spec, value)
+        request.inputs.add(name=spec.name, datatype=spec.datatype, shape=array.shape)
+        request.raw_input_contents.append(codecs.encode_raw(array))
+    return request, index
+
+
+def _prediction(info: ModelInfo, response: pb.ModelInferResponse, index: Any = None) -> Prediction:
+    """The response's outputs, read as outputs against the datatypes the metadata announced
+    (service.grpc_frontend.tensors)."""
+    announced = {o.name: o.datatype for o in info.outputs}
+    raw = response.raw_output_contents
+    outputs = {}
+    try:
+        for position, tensor in enumerate(response.outputs):
+            buffer = raw[position] if position < len(raw) else None
+            expected = announced.get(tensor.name, tensor.datatype)
+            outputs[tensor.name] = tensors.decode_output(tensor, buffer, expected)
+    except ServingError as exc:
+        raise ClientError(f"the server's answer cannot be read: {exc.message}") from None
+    return Prediction(response.model_name, response.model_version, outputs, info.labels, index)
+
+
+# Credentials
+
+
+def _pem(value: str | Path | bytes | None, what: str) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    try:
+        return Path(value).read_bytes()
+    except OSError as exc:
+        raise ClientError(f"cannot read the {what} '{value}': {exc.strerror}") from None
+
+
+def _channel_credentials(
+    tls: bool, root_certificates, client_certificate, client_key
+) -> grpc.ChannelCredentials | None:
+    if not (tls or root_certificates or client_certificate or client_key):
+        return None
+    if (client_certificate is None) != (client_key is None):
+        raise ClientError("mutual TLS needs both client_certificate and client_key")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_pem(root_certificates, "CA certificate"),
+        private_key=_pem(client_key, "client key"),
+        certificate_chain=_pem(client_certificate, "client certificate"),
+    )
+
+
+def _bearer(token: str | None) -> tuple[tuple[str, str], ...] | None:
+    if token is None:
+        return None
+    token = token.strip()
+    if not token or not token.isascii() or any(c.isspace() for c in token):
+        raise ClientError("the token must be one word of ASCII characters")
+    return (("authorization", f"Bearer {token}"),)
+
+
+# The calls, written once for both clients
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    method: str  # a GRPCInferenceService method
+    request: Any
+
+
+Steps = Generator[_Call, Any, Any]
+
+
+class _Client:
+    """What the sync and async clients share: settings, the models' metadata, and every
+    method as steps (see the module's note)."""
+
+    def __init__(
+        self, url: str = "localhost:8001", timeout: float = 10.0, *, tls: bool = False,
+        root_certificates: str | Path | bytes | None = None,
+        client_certificate: str | Path | bytes | None = None,
+        client_key: str | Path | bytes | None = None,
+        server_name: str | None = None, token: str | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._credentials = _channel_credentials(tls, root_certificates, client_certificate,
+                                                 client_key)
+        self._options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        if server_name:
+            self._options.append(("grpc.ssl_target_name_override", server_name))
+        self._metadata = _bearer(token)
+        self._models: dict[tuple[str, str], ModelInfo] = {}
+
+    def _error(self, exc: grpc.RpcError, timeout: float) -> ClientError:
+        code = exc.code()
+        name = code.name if code is not None else "UNKNOWN"
+        details = exc.details() or ""
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED and details == "Deadline Exceeded":
+            return self._late(timeout)  # gRPC's own words: the client's deadline passed
+        if code == grpc.StatusCode.UNAVAILABLE:
+            message = f"the server at {self.url} is unavailable: {details}"
+        else:
+            message = details or name
+        return ClientError(message, name)
+
+    def _late(self, timeout: float) -> ClientError:
+        return ClientError(f"no answer from {self.url} within the timeout of {timeout:g} s",
+                           "DEADLINE_EXCEEDED")
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.timeout if timeout is None else timeout
+
+    def _info_steps(self, model: str, version: str) -> Steps:
+        metadata = yield _Call("ModelMetadata",
+                               pb.ModelMetadataRequest(name=model, version=version))
+        config = yield _Call("ModelConfig", pb.ModelConfigRequest(name=model, version=version))
+        info = _model_info(metadata, config)
+        self._models[(model, version)] = info
+        return info
+
+    def _predict_steps(self, model: str, x: object, version: str) -> Steps:
+        key = (model, version)
+        info = self._models.get(key)
+        if info is None:
+            info = yield from self._info_steps(model, version)
+        try:
+            request, index = _infer_request(info, model, version, x)
+            response = yield _Call("ModelInfer", request)
+            return _prediction(info, response, index)
+        except ClientError as error:
+            if error.code is None or error.code in STALE_CODES:
+                self._models.pop(key, None)
+            raise
+
+    def _models_steps(self) -> Steps:
+        index = yield _Call("RepositoryIndex", pb.RepositoryIndexRequest())
+        return [ModelEntry(m.name, m.version, m.state, m.reason) for m in index.models]
+
+    def _ready_steps(self, name: str | None, version: str) -> Steps:
+        if name is None:
+            reply = yield _Call("ServerReady", pb.ServerReadyRequest())
+        else:
+            reply = yield _Call("ModelReady", pb.ModelReadyRequest(name=name, version=version))
+        return reply.ready
+
+
+class Client(_Client):
+    """A blocking client over one gRPC channel; thread-safe. `url`: host:port of the gRPC
+    port. `timeout`: seconds a call may take (each method takes its own too). TLS when `tls`
+    or any certificate is given: `root_certificates` (a path or PEM bytes; None trusts the
+    system's CAs), `client_certificate` and `client_key` for mutual TLS, `server_name` when
+    the certificate names another host than `url`'s. `token`: sent as
+    `authorization: Bearer <token>` with every call."""
+
+    def __init__(self, url: str = "localhost:8001", timeout: float = 10.0, **settings) -> None:
+        super().__init__(url, timeout, **settings)
+        if self._credentials is None:
+            self._channel = grpc.insecure_channel(url, options=self._options)
+        else:
+            self._channel = grpc.secure_channel(url, self._credentials, options=self._options)
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+
+    def _drive(self, steps: Steps, timeout: float | None) -> Any:
+        """Run the steps' RPCs in turn, each within what is left of the call's timeout."""
+        timeout = self._timeout(timeout)
+        deadline = time.monotonic() + timeout
+        answer: Any = None
+        error: ClientError | None = None
+        try:
+            while True:
+                call = steps.send(answer) if error is None else steps.throw(error)
+                left = deadline - time.monotonic()
+                if left <= 0:  # spent before the call was sent (building a large request)
+                    error = self._late(timeout)
+                    continue
+                try:
+                    answer = getattr(self._stub, call.method)(
+                        call.request, timeout=left, metadata=self._metadata
+                    )
+                    error = None
+                except grpc.RpcError as exc:
+                    error = self._error(exc, timeout)
+        except StopIteration as done:
+            return done.value
+
+    def predict(
+        self, model: str, x: object, version: str = "", timeout: float | None = None
+    ) -> Prediction:
+        """The model's prediction for `x`: an array or nested list (one input), a DataFrame
+        (columns matched to the model's feature names), or {input name: values}."""
+        return self._drive(self._predict_steps(model, x, version), timeout)
+
+    def metadata(self, name: str, version: str = "", timeout: float | None = None) -> ModelInfo:
+        """The model's inputs, outputs, labels, feature names, description and versions
+        (asked anew, and kept for `predict`)."""
+        return self._drive(self._info_steps(name, version), timeout)
+
+    def models(self, timeout: float | None = None) -> list[ModelEntry]:
+        """The repository index: every model version with its state."""
+        return self._drive(self._models_steps(), timeout)
+
+    def ready(self, name: str | None = None, version: str = "",
+              timeout: float | None = None) -> bool:
+        """Whether the server (or the model `name`) is ready for inference."""
+        return self._drive(self._ready_steps(name, version), timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class AsyncClient(_Client):
+    """`Client` over `grpc.aio`: the same settings and methods, as coroutines; make it in
+    the event loop that uses it."""
+
+    def __init__(self, url: str = "localhost:8001", timeout: float = 10.0, **settings) -> None:
+        super().__init__(url, timeout, **settings)
+        if self._credentials is None:
+            self._channel = grpc.aio.insecure_channel(url, options=self._options)
+        else:
+            self._channel = grpc.aio.secure_channel(url, self._credentials,
+                                                    options=self._options)
+        self._stub = pb_grpc.GRPCInferenceServiceStub(self._channel)
+
+    async def _drive(self, steps: Steps, timeout: float | None) -> Any:
+        """Client._drive, awaiting each RPC."""
+        timeout = self._timeout(timeout)
+        deadline = time.monotonic() + timeout
+        answer: Any = None
+        error: ClientError | None = None
+        try:
+            while True:
+                call = steps.send(answer) if error is None else steps.throw(error)
+                left = deadline - time.monotonic()
+                if left <= 0:  # spent before the call was sent (building a large request)
+                    error = self._late(timeout)
+                    continue
+                try:
+                    answer = await getattr(self._stub, call.method)(
+                        call.request, timeout=left, metadata=self._metadata
+                    )
+                    error = None
+                except grpc.RpcError as exc:
+                    error = self._error(exc, timeout)
+        except StopIteration as done:
+            return done.value
+
+    async def predict(
+        self, model: str, x: object, version: str = "", timeout: float | None = None
+    ) -> Prediction:
+        return await self._drive(self._predict_steps(model, x, version), timeout)
+
+    async def metadata(
+        self, name: str, version: str = "", timeout: float | None = None
+    ) -> ModelInfo:
+        return await self._drive(self._info_steps(name, version), timeout)
+
+    async def models(self, timeout: float | None = None) -> list[ModelEntry]:
+        return await self._drive(self._models_steps(), timeout)
+
+    async def ready(self, name: str | None = None, version: str = "",
+                    timeout: float | None = None) -> bool:
+        return await self._drive(self._ready_steps(name, version), timeout)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.close()
