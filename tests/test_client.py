@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -314,6 +315,29 @@ def test_tls_with_the_token_works_and_without_it_is_unauthenticated(secure, pki)
     with zooserve.Client(secure.url, token=TLS_TOKEN, root_certificates=pki.ca,
                          timeout=5) as client:
         assert raised(lambda: client.ready()).code == "UNAVAILABLE"
+
+
+def test_zooserve_predict_speaks_tls_with_a_token(secure, pki, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TLS_TOKEN + "\n")
+    command = [sys.executable, "-m", "zooserve", "predict", "penguins", "--url", secure.url,
+               "--inputs", json.dumps(ROWS[:1]), "--tls-ca", str(pki.ca),
+               "--tls-client-cert", str(pki.client_cert), "--tls-client-key",
+               str(pki.client_key)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZOOSERVE_AUTH_TOKEN")}
+
+    def predict(*flags: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, *flags], capture_output=True, text=True, cwd=ROOT,
+                              env={**env, **(extra_env or {})}, timeout=60)
+
+    with_file = predict("--token-file", str(token_file))
+    assert with_file.returncode == 0, with_file.stderr
+    assert with_file.stdout.splitlines()[1].startswith("Adelie ")
+    from_env = predict(extra_env={"ZOOSERVE_AUTH_TOKEN": TLS_TOKEN})
+    assert from_env.returncode == 0, from_env.stderr
+    without = predict()
+    assert without.returncode != 0
+    assert without.stderr.startswith("zooserve predict: error: UNAUTHENTICATED: missing bearer")
 
 
 def test_a_client_mistake_in_the_settings_is_a_client_error(tmp_path):

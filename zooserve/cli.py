@@ -65,16 +65,29 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from service.grpc_frontend.client import PredictionError, predict
+    import os
+    from pathlib import Path
+
+    from zooserve.client import Client, ClientError
 
     try:
         values = json.loads(args.inputs)
     except json.JSONDecodeError as exc:
         raise SystemExit(f"zooserve predict: error: --inputs is not JSON: {exc}") from None
+    token_file = args.token_file or os.environ.get("ZOOSERVE_AUTH_TOKEN_FILE")
+    try:  # the server's sources, read the same way (a trailing newline is dropped)
+        token = (Path(token_file).read_text() if token_file
+                 else os.environ.get("ZOOSERVE_AUTH_TOKEN"))
+    except OSError as exc:
+        raise SystemExit(f"zooserve predict: error: cannot read the token file: {exc}") from None
     try:
-        result = predict(args.url, args.model, values, args.model_version, args.timeout)
-    except PredictionError as exc:
-        raise SystemExit(f"zooserve predict: error: {exc}") from None
+        with Client(args.url, args.timeout, tls=args.tls, root_certificates=args.tls_ca,
+                    client_certificate=args.tls_client_cert, client_key=args.tls_client_key,
+                    server_name=args.tls_server_name, token=token or None) as client:
+            result = client.predict(args.model, values, args.model_version)
+    except ClientError as exc:
+        said = f"{exc.code}: {exc}" if exc.code else str(exc)
+        raise SystemExit(f"zooserve predict: error: {said}") from None
     print(result.describe())
     return 0
 
@@ -210,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--url", default="localhost:8001", help="server address [localhost:8001]")
     predict.add_argument("--model-version", default="", help="version [the highest]")
     predict.add_argument("--timeout", type=float, default=10.0, help="seconds [10]")
+    predict.add_argument("--tls", action="store_true",
+                         help="TLS, trusting the system's CAs (implied by the --tls-* flags)")
+    predict.add_argument("--tls-ca", help="TLS, trusting the CA (PEM) that signed the server's "
+                         "certificate")
+    predict.add_argument("--tls-server-name",
+                         help="the name the server's certificate carries, if not the URL's host")
+    predict.add_argument("--tls-client-cert", help="client certificate (PEM), for mutual TLS")
+    predict.add_argument("--tls-client-key", help="its private key (PEM)")
+    predict.add_argument(
+        "--token-file", help="file holding the bearer token to send [ZOOSERVE_AUTH_TOKEN_FILE; "
+        "or the token itself in ZOOSERVE_AUTH_TOKEN]",
+    )
     predict.set_defaults(func=_predict)
 
     health = commands.add_parser(
