@@ -427,3 +427,17 @@ def test_import_zooserve_stays_light():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             cwd=ROOT, timeout=60)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+# the benchmark
+
+
+def test_the_overhead_benchmark_prints_its_tables():
+    """benchmarks/client_overhead.py, briefly: figures only, nothing about how fast."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.client_overhead", "--calls", "20", "--warmup", "5",
+         "--rounds", "1"], capture_output=True, text=True, cwd=ROOT, timeout=180)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| (")]
+    assert [row.split("|")[1].strip()[:3] for row in rows][:4] == ["(a)", "(b)", "(c)", "(d)"]
+    assert "| .predicted() |" in result.stdout
