@@ -1,8 +1,8 @@
 """The same closed-loop load, sent by tritonclient.grpc.aio (the client others wrote) instead of
 pre-serialised bytes: each request builds its InferInput from numpy as a user's code would.
 
-Runs as its own process because tritonclient and zooserve's generated modules both register the
-`inference.*` protobuf descriptors and cannot share one; this module never imports `service`.
+Runs as its own process, so its CPU is not the harness's; this module never imports
+`service`.
 Prints one JSON object (the loadgen Point).
 
     .venv/bin/python -m benchmarks.tritonclient_load --target 127.0.0.1:8001 --model penguins \

@@ -130,8 +130,8 @@ print(config_pb.ModelInstanceGroup.Kind.Name(group.kind), list(group.gpus),
 
 def test_model_config_says_kind_gpu_when_cuda_is_in_use(copy_model):
     """The CUDA-obtained path cannot run here (no GPU, CPU-only onnxruntime): a fake factory
-    wraps a real CPU session and reports CUDA in use. In its own process, because zooserve's
-    generated protobuf modules cannot share one with tritonclient's."""
+    wraps a real CPU session and reports CUDA in use. In its own process, so the patched
+    factory reaches no other test."""
     repo = copy_model("penguins")
     script = CONFIG_ON_FAKE_CUDA.format(repo=str(repo))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,

@@ -5,8 +5,8 @@ INVALID_ARGUMENT, never INTERNAL or UNKNOWN, its message is small, and the serve
 answers a good request at the end.
 
 Derandomised and without an example database, so CI runs the same 2,000 examples every
-time. Requests are built with tritonclient's protobuf modules (zooserve's own generated
-modules cannot share a process with them)."""
+time. Requests are built with tritonclient's protobuf modules: a message another
+implementation wrote, not ours checked against itself."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ names the status it must get (never INTERNAL/UNKNOWN, never HTTP 500) and a frag
 message must hold, and after each a good request must still be answered. Messages stay
 small: a client's 100 KB name is echoed as a bounded prefix (service/limits.py).
 
-gRPC requests are built with tritonclient's protobuf modules (zooserve's own generated
-modules cannot share a process with them)."""
+gRPC requests are built with tritonclient's protobuf modules: a message another
+implementation wrote, not ours checked against itself."""
 
 from __future__ import annotations
 

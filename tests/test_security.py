@@ -3,9 +3,8 @@
 here; the one-line refusals of unusable TLS and token settings; and "ONNX only": a version
 folder holding only a pickle or a Keras file is skipped, nothing unpickled.
 
-tritonclient.grpc is imported here, so zooserve's generated protobuf modules are not (both
-register `inference.*` in the default descriptor pool): the server runs in its own process,
-and this file imports only service modules that do not load them."""
+The server runs in its own process, as a user's would; the clients here are other people's
+(zooserve.Client's own TLS and token checks are in tests/test_client.py)."""
 
 from __future__ import annotations
 

@@ -224,8 +224,8 @@ def test_repository_index(client, http):
 
 
 def test_tritonclient_http_and_the_http_frontend_load_no_protobuf_modules():
-    """The HTTP frontend must not need the gRPC frontend's generated modules (they and
-    tritonclient.grpc cannot share a process), nor tritonclient.http them."""
+    """The HTTP frontend must not need the gRPC frontend's generated modules (an HTTP-only
+    process stays light), nor tritonclient.http them."""
     code = ("import sys, tritonclient.http, service.http_frontend.rest, "
             "service.http_frontend.server\n"
             "bad = [m for m in sys.modules if m.startswith(('service.grpc_frontend', "
