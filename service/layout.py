@@ -31,6 +31,24 @@ SERVING_FILE = "serving.json"
 _VERSION = re.compile(f"[1-9][0-9]{{0,{VERSION_MAX_DIGITS - 1}}}")
 
 
+# A model folder's name, as clients spell it in a URL path or a gRPC field: ASCII letters,
+# digits, `_`, `-` and `.`, starting with a letter or digit (so never hidden, never `..`), at
+# most 64 characters. Writers (`zooserve export`) hold to it; the server reads any folder.
+MODEL_NAME_MAX_LENGTH = 64
+_MODEL_NAME = re.compile(f"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MODEL_NAME_MAX_LENGTH - 1}}}")
+
+
+def model_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a model folder, in words; None when it can."""
+    if _MODEL_NAME.fullmatch(name):
+        return None
+    return (
+        f"{name[:MODEL_NAME_MAX_LENGTH]!r} is not a valid model name: use ASCII letters, "
+        f"digits, '_', '-' and '.', starting with a letter or digit, at most "
+        f"{MODEL_NAME_MAX_LENGTH} characters"
+    )
+
+
 def parse_version(text: str) -> int | None:
     """The version a folder name (or a request's version string) stands for; None if none.
     Every path that reads a version, from disk or from a request, goes through here."""

@@ -1,7 +1,7 @@
-"""`train` and `results` subcommands, added to the zooserve CLI's parser.
+"""`train`, `export` and `results` subcommands, added to the zooserve CLI's parser.
 
-Nothing heavy is imported here: TensorFlow loads only when `train` actually runs, so the
-serving CLI starts fast.
+Nothing heavy is imported here: TensorFlow loads only when `train` or `export` actually runs,
+so the serving CLI starts fast.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ DEFAULT_LEDGER = "results/ledger.csv"
 
 
 def add_training_commands(subparsers) -> None:
-    """Add `train NAME` and `results` to an argparse subparsers object."""
+    """Add `train NAME`, `export PATH` and `results` to an argparse subparsers object."""
     train = subparsers.add_parser(
         "train",
         help="train a model, export it to ONNX and add it to the model repository",
@@ -67,9 +67,72 @@ def add_training_commands(subparsers) -> None:
     )  # fmt: skip
     train.set_defaults(func=run_train)
 
+    _add_export_command(subparsers)
+
     results = subparsers.add_parser("results", help="print the results ledger, newest first")
     results.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"default {DEFAULT_LEDGER}")
     results.set_defaults(func=run_results)
+
+
+def _add_export_command(subparsers) -> None:
+    export = subparsers.add_parser(
+        "export",
+        help="add your own trained Keras model to the model repository (ONNX, parity, card)",
+        description=(
+            "Export a Keras model trained elsewhere (.keras, legacy .h5, or a TensorFlow "
+            "SavedModel folder) to ONNX, check it against Keras (on --test, else on 64 "
+            "generated rows), and write it with a model card as a new version under "
+            "MODELS/NAME/. On any error nothing is written."
+        ),
+    )
+    export.add_argument("path", metavar="PATH", help="the .keras or .h5 file, or SavedModel folder")
+    export.add_argument("--name", required=True, help="model name in the repository")
+    export.add_argument(
+        "--labels", help="class labels in output order: a comma list, or a file with one a line"
+    )
+    export.add_argument("--description", help="one sentence for the card")
+    export.add_argument(
+        "--input-names", help="served input names, comma list (default: the model's)"
+    )
+    export.add_argument("--output-name", help="served output name (default: the model's)")
+    export.add_argument(
+        "--feature-names", help="tabular input's column names, comma list (stored in the card)"
+    )
+    export.add_argument(
+        "--test",
+        help="measure on this file: a CSV (with --target) or an .npz with arrays x and y",
+    )
+    export.add_argument("--target", help="the CSV test file's label column")
+    export.add_argument(
+        "--task", choices=["classification", "regression", "other"],
+        help="default: classification when --labels are given or the output is probabilities",
+    )  # fmt: skip
+    export.add_argument(
+        "--custom-objects", metavar="MODULE.py",
+        help="Python file whose classes and functions are the model's custom layers etc.",
+    )  # fmt: skip
+    export.add_argument(
+        "--models",
+        default=os.environ.get("ZOOSERVE_MODELS", "models"),
+        help="model repository folder (default: $ZOOSERVE_MODELS, else ./models)",
+    )
+    export.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"default {DEFAULT_LEDGER}")
+    export.add_argument(
+        "--tolerance", type=float, default=1e-5,
+        help="largest ONNX-vs-Keras difference allowed (default 1e-5)",
+    )  # fmt: skip
+    export.add_argument(
+        "--input-range", metavar="LOW,HIGH",
+        help="without --test, check parity on inputs uniform in this range (default N(0, 1))",
+    )  # fmt: skip
+    export.add_argument(
+        "--allow-lambda", action="store_true",
+        help="load Lambda layers' Python code (Keras safe mode off): only for files you trust",
+    )  # fmt: skip
+    export.add_argument(
+        "--verbose", action="store_true", help="show TensorFlow's and tf2onnx's own logs"
+    )
+    export.set_defaults(func=run_export)
 
 
 def _positive(text: str) -> int:
@@ -127,6 +190,114 @@ def run_train(args: argparse.Namespace) -> int:
         for folder in folders:
             print(f"wrote {folder}")
     return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """`zooserve export`: exit 0 when shipped, 2 for a mistake in what was given, 1 when the
+    ONNX model does not compute what Keras computes."""
+    missing = [name for name in TRAINING_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        return _export_error(f"needs {', '.join(missing)}: pip install -e '.[train,serve]'", 2)
+    from training.share import check_request
+    from training.user_model import UserModelError
+
+    try:
+        request = _export_request(args)
+        check_request(request)  # the mistakes visible before TensorFlow loads
+    except UserModelError as error:
+        return _export_error(str(error), 2)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if args.verbose else "3")
+    _quiet_export_logs(args.verbose)
+    from training.export import ParityError
+    from training.share import export_user_model
+
+    try:
+        folder = export_user_model(request)
+    except UserModelError as error:
+        return _export_error(str(error), 2)
+    except ParityError as error:
+        return _export_error(str(error), 1)
+    print(f"{request.name}: exported {args.path} to {folder}; ledger row in {request.ledger}")
+    return 0
+
+
+def _export_request(args: argparse.Namespace):
+    from training.share import ExportRequest
+
+    return ExportRequest(
+        source=Path(args.path),
+        name=args.name,
+        models=Path(args.models),
+        ledger=Path(args.ledger),
+        labels=_labels(args.labels) if args.labels is not None else None,
+        description=args.description,
+        input_names=_comma_list(args.input_names, "--input-names"),
+        output_name=args.output_name,
+        feature_names=_comma_list(args.feature_names, "--feature-names"),
+        test=Path(args.test) if args.test else None,
+        target=args.target,
+        custom_objects=Path(args.custom_objects) if args.custom_objects else None,
+        task=args.task,
+        tolerance=args.tolerance,
+        input_range=_range(args.input_range),
+        allow_lambda=args.allow_lambda,
+    )
+
+
+def _comma_list(text: str | None, option: str) -> list[str] | None:
+    from training.user_model import UserModelError
+
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise UserModelError(f"{option} has an empty entry: {text!r}")
+    return items
+
+
+def _labels(text: str) -> list[str]:
+    """A file with one label a line when `text` names one, else a comma list."""
+    from training.user_model import UserModelError
+
+    path = Path(text)
+    if path.is_file():
+        labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not labels:
+            raise UserModelError(f"--labels {text}: the file has no labels")
+        return labels
+    return _comma_list(text, "--labels")
+
+
+def _range(text: str | None) -> tuple[float, float] | None:
+    from training.user_model import UserModelError
+
+    if text is None:
+        return None
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise UserModelError(f"--input-range wants LOW,HIGH, got {text!r}") from None
+    if not low < high:
+        raise UserModelError(f"--input-range: LOW must be below HIGH, got {text!r}")
+    return low, high
+
+
+def _quiet_export_logs(verbose: bool) -> None:
+    """Without --verbose, errors become one line of ours: tf2onnx's own error lines (for the
+    ops it cannot convert) are hidden too."""
+    if verbose:
+        return
+    import logging
+
+    from training.progress import quiet_library_logs
+
+    quiet_library_logs()
+    logging.getLogger("tf2onnx").setLevel(logging.CRITICAL)
+
+
+def _export_error(message: str, status: int) -> int:
+    print(f"zooserve export: error: {message}", file=sys.stderr)
+    return status
 
 
 def run_results(args: argparse.Namespace) -> int:

@@ -29,6 +29,25 @@ class ParityError(RuntimeError):
     """The ONNX model does not compute what the Keras model computes."""
 
 
+# Where the ops tf2onnx most often meets and cannot convert come from, in the user's words.
+_OP_ORIGIN = {
+    "PyFunc": ", a tf.numpy_function",
+    "PyFuncStateless": ", a tf.numpy_function",
+    "EagerPyFunc": ", a tf.py_function",
+}
+
+
+class ConversionError(RuntimeError):
+    """tf2onnx left TensorFlow ops in the graph that ONNX has no operator for (a
+    `tf.numpy_function` or `tf.py_function`, a custom op): `ops` maps each op type to the
+    graph node (named after the Keras layer) where it occurs."""
+
+    def __init__(self, ops: dict[str, str]) -> None:
+        self.ops = ops
+        found = ", ".join(f"{op}{_OP_ORIGIN.get(op, '')} (in {node})" for op, node in ops.items())
+        super().__init__(f"the ONNX converter cannot handle TensorFlow op {found}")
+
+
 def _tensor_spec(shape, name: str):
     import tensorflow as tf
 
@@ -56,6 +75,7 @@ def convert(model, input_names: list[str], output_name: str, labels: list[str] |
         warnings.simplefilter("ignore", FutureWarning)
         patch_tf2onnx()  # tf2onnx 1.17 still looks for np.object etc. removed in NumPy 2
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=specs, opset=OPSET)
+    _refuse_unsupported_ops(proto)
     _fold_captured_constants(proto, serve.get_concrete_function(), len(specs))
     _name_batch_axis(proto)
     _check_names(proto, input_names, output_name)
@@ -65,6 +85,18 @@ def convert(model, input_names: list[str], output_name: str, labels: list[str] |
     proto.producer_name = "zooserve training (tf2onnx)"
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def _refuse_unsupported_ops(proto) -> None:
+    """tf2onnx only logs the ops it cannot convert and copies them in as they are."""
+    import onnx
+
+    unsupported: dict[str, str] = {}
+    for node in proto.graph.node:
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+            unsupported.setdefault(node.op_type, node.name)
+    if unsupported:
+        raise ConversionError(unsupported)
 
 
 def _fold_captured_constants(proto, concrete, user_inputs: int) -> None:
@@ -129,21 +161,25 @@ def run_onnx(path: Path, input_names: list[str], x: Arrays) -> np.ndarray:
 
 def check_parity(
     expected: np.ndarray, path: Path, input_names: list[str], x: Arrays,
-    tolerance: float = PARITY_TOLERANCE,
+    tolerance: float = PARITY_TOLERANCE, compared_on: str = "the test set",
 ) -> float:  # fmt: skip
     """Max abs difference between Keras outputs and ONNX Runtime's on the same inputs.
 
     Raises ParityError when it exceeds `tolerance`: a model that answers differently from
-    the one that was measured must never be shipped.
+    the one that was measured must never be shipped. `compared_on` says what `x` is.
     """
     actual = run_onnx(path, input_names, x)
     if actual.shape != expected.shape:
         raise ParityError(f"{path}: ONNX output shape {actual.shape}, Keras {expected.shape}")
-    difference = float(np.max(np.abs(actual - expected))) if expected.size else 0.0
-    if not difference <= tolerance:
+    gaps = np.abs(actual - expected)
+    difference = float(np.max(gaps)) if expected.size else 0.0
+    if not difference <= tolerance:  # NaN fails too
+        worst = np.unravel_index(int(np.argmax(np.nan_to_num(gaps, nan=np.inf))), gaps.shape)
         raise ParityError(
-            f"{path}: ONNX and Keras outputs differ by up to {difference:.3g} on the test set "
-            f"(allowed {tolerance:g}); the export is wrong, refusing to ship it"
+            f"{path}: ONNX and Keras outputs differ by up to {difference:.3g} on {compared_on} "
+            f"(worst at output{list(map(int, worst))}: Keras {float(expected[worst]):.6g}, "
+            f"ONNX {float(actual[worst]):.6g}; allowed {tolerance:g}); the export is wrong, "
+            "refusing to ship it"
         )
     return difference
 

@@ -1,4 +1,5 @@
-"""The results ledger: one CSV row per trained model, the lesson's "central place"."""
+"""The results ledger: one CSV row per trained (or exported) model, the lesson's "central
+place"."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ COLUMNS = [
     "git_commit",
     "epochs_run",
     "fit_seconds",
+    "source",  # `zooserve export`: the file a model trained elsewhere came from
 ]
 
 
@@ -27,6 +29,8 @@ def append(path: Path, row: dict) -> None:
     """Append a row (metrics and baselines as JSON), writing the header for a new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        _extend_header(path)
     values = {
         key: json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
         for key, value in row.items()
@@ -36,6 +40,22 @@ def append(path: Path, row: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow(values)
+
+
+def _extend_header(path: Path) -> None:
+    """A ledger written before the newer columns gets them in its header (its rows simply
+    end early), so rows appended now line up with their names."""
+    with open(path, newline="") as stream:
+        header = next(csv.reader(stream), [])
+    if header == COLUMNS or header != COLUMNS[: len(header)]:
+        return
+    with open(path, newline="") as stream:
+        first, rest = stream.readline(), stream.read()
+    ending = first[len(first.rstrip("\r\n")) :] or "\r\n"  # the csv module's own
+    scratch = path.with_name(f".{path.name}.tmp")
+    with open(scratch, "w", newline="") as stream:
+        stream.write(",".join(COLUMNS) + ending + rest)
+    scratch.replace(path)
 
 
 def read(path: Path) -> list[dict]:
