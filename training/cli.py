@@ -118,8 +118,8 @@ def _add_export_command(subparsers) -> None:
     )
     export.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"default {DEFAULT_LEDGER}")
     export.add_argument(
-        "--tolerance", type=float, default=1e-5,
-        help="largest ONNX-vs-Keras difference allowed (default 1e-5)",
+        "--tolerance", type=float, default=None,
+        help="largest ONNX-vs-Keras difference allowed (default 1e-4)",
     )  # fmt: skip
     export.add_argument(
         "--input-range", metavar="LOW,HIGH",
@@ -222,7 +222,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _export_request(args: argparse.Namespace):
-    from training.share import ExportRequest
+    from training.share import EXPORT_PARITY_TOLERANCE, ExportRequest
 
     return ExportRequest(
         source=Path(args.path),
@@ -238,7 +238,7 @@ def _export_request(args: argparse.Namespace):
         target=args.target,
         custom_objects=Path(args.custom_objects) if args.custom_objects else None,
         task=args.task,
-        tolerance=args.tolerance,
+        tolerance=EXPORT_PARITY_TOLERANCE if args.tolerance is None else args.tolerance,
         input_range=_range(args.input_range),
         allow_lambda=args.allow_lambda,
     )
