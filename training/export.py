@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.layout import sha256_of_file
+from service.layout import MODEL_FILE, sha256_of_file
 from training.data.dataset import Arrays
 
 OPSET = 17
@@ -182,6 +182,16 @@ def check_parity(
             "refusing to ship it"
         )
     return difference
+
+
+def card_section(sha256: str, difference: float) -> dict[str, object]:
+    """The card's `onnx` entry: the file, its hash and opset, and the parity measured."""
+    return {
+        "file": MODEL_FILE,
+        "sha256": sha256,
+        "opset": OPSET,
+        "parity_max_abs_diff": float(f"{difference:.3g}"),
+    }
 
 
 def tensor_entries(proto, descriptions: dict[str, str]) -> tuple[list[dict], list[dict]]:

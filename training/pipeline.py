@@ -232,14 +232,7 @@ def _card(
         **({"trained_with": spec.trained_by} if spec.trained_by else {}),
         **run.notes,
     }
-    card["libraries"] = provenance.library_versions()
-    card["git_commit"] = provenance.git_commit()
-    card["created"] = provenance.utc_now()
-    card["onnx"] = {
-        "file": MODEL_FILE,
-        "sha256": sha256,
-        "opset": export.OPSET,
-        "parity_max_abs_diff": float(f"{difference:.3g}"),
-    }
+    card.update(provenance.card_fields())
+    card["onnx"] = export.card_section(sha256, difference)
     card["plots"] = pngs
     return card

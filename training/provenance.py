@@ -38,3 +38,8 @@ def library_versions() -> dict[str, str]:
 
 def utc_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def card_fields() -> dict[str, object]:
+    """What every card says of where it was made: libraries, commit, time."""
+    return {"libraries": library_versions(), "git_commit": git_commit(), "created": utc_now()}

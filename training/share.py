@@ -372,14 +372,9 @@ def _card(request, source, signature, measured, proto, version, sha256, differen
         }
     card["source"] = _source_section(source)
     card["training"] = {"trained_here": False, "note": TRAINING_NOTE}
-    card["libraries"] = provenance.library_versions()
-    card["git_commit"] = provenance.git_commit()
-    card["created"] = provenance.utc_now()
+    card.update(provenance.card_fields())
     card["onnx"] = {
-        "file": MODEL_FILE,
-        "sha256": sha256,
-        "opset": export.OPSET,
-        "parity_max_abs_diff": float(f"{difference:.3g}"),
+        **export.card_section(sha256, difference),
         "parity_tolerance": request.tolerance,
         "parity_inputs": measured.described,
     }
