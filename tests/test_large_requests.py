@@ -1,8 +1,11 @@
 """Large requests do not hold up the others: while a real `zooserve serve` decodes several
 57 MiB ModelInfer requests (typed FP32 contents, the dearest form to decode; spectra pairs for
 `spectra_similarity`, whose answer is small), a prober in another process keeps asking the
-gRPC health service. Every health check must be answered within its 1 s deadline; the
-latencies are printed (`pytest -s`), not asserted."""
+gRPC health service. Every health check must be answered within the deadline the shipped
+Kubernetes manifests give the readiness probe (deploy/k8s/base: 2 s; a check past it counts
+as a failed probe); the latencies are printed (`pytest -s`), not asserted. On a quiet 2-core
+machine the slowest check takes 0.4-0.9 s, so a 1 s deadline, stricter than anything shipped,
+failed now and then when other work shared the cores."""
 
 from __future__ import annotations
 
@@ -13,9 +16,22 @@ import threading
 
 import grpc
 import numpy as np
+import yaml
 from tritonclient.grpc import service_pb2
 
 from tests.conftest import MODELS, ROOT, run_server
+
+
+def _readiness_timeout_s() -> float:
+    deployment = ROOT / "deploy" / "k8s" / "base" / "deployment.yaml"
+    for document in yaml.safe_load_all(deployment.read_text()):
+        if document and document.get("kind") == "Deployment":
+            container = document["spec"]["template"]["spec"]["containers"][0]
+            return float(container["readinessProbe"]["timeoutSeconds"])
+    raise LookupError(f"no Deployment in {deployment}")
+
+
+PROBE_TIMEOUT_S = _readiness_timeout_s()
 
 ROWS = 37_500  # spectrum pairs: 2 x 7.5 M FP32 values, 57 MiB as typed contents
 REQUESTS = 4
@@ -25,7 +41,7 @@ PROBER = """
 import json, sys, time
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-url, seconds = sys.argv[1], float(sys.argv[2])
+url, seconds, deadline = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 latencies, failures = [], []
 with grpc.insecure_channel(url) as channel:
     stub = health_pb2_grpc.HealthStub(channel)
@@ -34,7 +50,7 @@ with grpc.insecure_channel(url) as channel:
     while time.monotonic() < end:
         start = time.monotonic()
         try:
-            stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=deadline)
             latencies.append(time.monotonic() - start)
         except grpc.RpcError as exc:
             failures.append(str(exc.code()))
@@ -57,7 +73,7 @@ def test_health_answers_while_large_requests_are_decoded(tmp_path):
     assert len(payload) > 56 * 1024 * 1024
     with run_server(MODELS, tmp_path, "--max-batch-size", str(ROWS)) as server:
         prober = subprocess.Popen(
-            [sys.executable, "-c", PROBER, server.url, "20"], cwd=ROOT,
+            [sys.executable, "-c", PROBER, server.url, "20", str(PROBE_TIMEOUT_S)], cwd=ROOT,
             stdout=subprocess.PIPE, text=True,
         )
         assert prober.stdout.readline().strip() == "started"
@@ -89,7 +105,7 @@ def test_health_answers_while_large_requests_are_decoded(tmp_path):
           f"{len(latencies)} answered, p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, "
           f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.1f} ms, max "
           f"{latencies[-1] * 1000:.1f} ms, {sum(x > 0.1 for x in latencies)} over 100 ms; "
-          f"{len(report['failures'])} missed their 1 s deadline")
+          f"{len(report['failures'])} missed their {PROBE_TIMEOUT_S:g} s deadline")
     assert latencies and report["failures"] == [], report["failures"]
     errors = [a for a in answers if isinstance(a, grpc.RpcError)]
     assert not errors, [(e.code(), e.details()) for e in errors]
