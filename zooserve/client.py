@@ -25,7 +25,7 @@ wrong.
 `AsyncClient` has the same methods as coroutines over `grpc.aio`. Both share every step
 between the wire and the caller: each method is written once, as a generator that yields
 the RPCs it needs (`_Call`) and gets their answers back; the two clients only differ in how
-they run an RPC (`_Client._drive` and `AsyncClient._drive`).
+they send an RPC (`Client._drive` and `AsyncClient._drive`, both around `_Run`).
 
 Needs numpy, grpcio and protobuf (`pip install 'zooserve[client]'`), pandas only for
 DataFrames and `to_frame()`; nothing of the server (ONNX Runtime) is imported."""
@@ -120,9 +120,7 @@ class Prediction:
 
     def predicted(self) -> list[str]:
         """The most likely label of each row (the lesson's `idxmax(axis="columns")`)."""
-        name = self._scored_output()
-        scores = self.outputs[name].reshape(-1, len(self.labels))
-        return [self.labels[i] for i in scores.argmax(axis=1).tolist()]
+        return [self.labels[i] for i in self._scores().argmax(axis=1).tolist()]
 
     def to_frame(self):
         """A pandas DataFrame: the labelled output with one column per label, as the lesson
@@ -134,9 +132,7 @@ class Prediction:
         except ImportError:
             raise ClientError("to_frame() needs pandas: pip install pandas") from None
         if self.labels:
-            name = self._scored_output()
-            scores = self.outputs[name].reshape(-1, len(self.labels))
-            return pd.DataFrame(scores, columns=list(self.labels), index=self.index)
+            return pd.DataFrame(self._scores(), columns=list(self.labels), index=self.index)
         columns: dict[str, np.ndarray] = {}
         for name, array in self.outputs.items():
             if array.ndim not in (1, 2):
@@ -167,6 +163,10 @@ class Prediction:
         return "\n".join(lines)
 
     __str__ = describe
+
+    def _scores(self) -> np.ndarray:
+        """The labelled output as rows of one score per label."""
+        return self.outputs[self._scored_output()].reshape(-1, len(self.labels))
 
     def _scored_output(self) -> str:
         """The output that has one score per label, picked as service.labels picks it; asked
@@ -429,6 +429,46 @@ class _Client:
         return reply.ready
 
 
+class _Run:
+    """One method call: its steps under one deadline. It hands out the RPC to send next
+    with the seconds left for it (`left`) and takes back the answer or the failure; the two
+    clients differ only in how they send. A step whose time ran out before it was sent
+    (building a large request) fails as late without being sent."""
+
+    def __init__(self, client: _Client, steps: Steps, timeout: float | None) -> None:
+        self._client = client
+        self._steps = steps
+        self._timeout = client._timeout(timeout)
+        self._deadline = time.monotonic() + self._timeout
+        self._answer: Any = None
+        self._error: ClientError | None = None
+        self.left = self._timeout
+        self.result: Any = None
+
+    def next_call(self) -> _Call | None:
+        """The next RPC, or None when the steps are done (`result` is then their value);
+        a failure the steps do not handle is raised from here."""
+        try:
+            while True:
+                if self._error is None:
+                    call = self._steps.send(self._answer)
+                else:
+                    call = self._steps.throw(self._error)
+                self.left = self._deadline - time.monotonic()
+                if self.left > 0:
+                    return call
+                self._error = self._client._late(self._timeout)
+        except StopIteration as done:
+            self.result = done.value
+            return None
+
+    def answered(self, answer: Any) -> None:
+        self._answer, self._error = answer, None
+
+    def failed(self, exc: grpc.RpcError) -> None:
+        self._error = self._client._error(exc, self._timeout)
+
+
 class Client(_Client):
     """A blocking client over one gRPC channel; thread-safe. `url`: host:port of the gRPC
     port. `timeout`: seconds a call may take (each method takes its own too). TLS when `tls`
@@ -447,26 +487,14 @@ class Client(_Client):
 
     def _drive(self, steps: Steps, timeout: float | None) -> Any:
         """Run the steps' RPCs in turn, each within what is left of the call's timeout."""
-        timeout = self._timeout(timeout)
-        deadline = time.monotonic() + timeout
-        answer: Any = None
-        error: ClientError | None = None
-        try:
-            while True:
-                call = steps.send(answer) if error is None else steps.throw(error)
-                left = deadline - time.monotonic()
-                if left <= 0:  # spent before the call was sent (building a large request)
-                    error = self._late(timeout)
-                    continue
-                try:
-                    answer = getattr(self._stub, call.method)(
-                        call.request, timeout=left, metadata=self._metadata
-                    )
-                    error = None
-                except grpc.RpcError as exc:
-                    error = self._error(exc, timeout)
-        except StopIteration as done:
-            return done.value
+        run = _Run(self, steps, timeout)
+        while (call := run.next_call()) is not None:
+            try:
+                run.answered(getattr(self._stub, call.method)(
+                    call.request, timeout=run.left, metadata=self._metadata))
+            except grpc.RpcError as exc:
+                run.failed(exc)
+        return run.result
 
     def predict(
         self, model: str, x: object, version: str = "", timeout: float | None = None
@@ -514,26 +542,14 @@ class AsyncClient(_Client):
 
     async def _drive(self, steps: Steps, timeout: float | None) -> Any:
         """Client._drive, awaiting each RPC."""
-        timeout = self._timeout(timeout)
-        deadline = time.monotonic() + timeout
-        answer: Any = None
-        error: ClientError | None = None
-        try:
-            while True:
-                call = steps.send(answer) if error is None else steps.throw(error)
-                left = deadline - time.monotonic()
-                if left <= 0:  # spent before the call was sent (building a large request)
-                    error = self._late(timeout)
-                    continue
-                try:
-                    answer = await getattr(self._stub, call.method)(
-                        call.request, timeout=left, metadata=self._metadata
-                    )
-                    error = None
-                except grpc.RpcError as exc:
-                    error = self._error(exc, timeout)
-        except StopIteration as done:
-            return done.value
+        run = _Run(self, steps, timeout)
+        while (call := run.next_call()) is not None:
+            try:
+                run.answered(await getattr(self._stub, call.method)(
+                    call.request, timeout=run.left, metadata=self._metadata))
+            except grpc.RpcError as exc:
+                run.failed(exc)
+        return run.result
 
     async def predict(
         self, model: str, x: object, version: str = "", timeout: float | None = None
