@@ -22,7 +22,8 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2
 from tritonclient.utils import InferenceServerException
 
-from service.grpc_frontend.health_check import health_status, tls_credentials
+from service.grpc_frontend.credentials import tls_credentials
+from service.grpc_frontend.health_check import health_status
 from tests import test_bento_service
 from tests.conftest import ROOT, free_port
 from tests.test_bento_service import (

@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from service.grpc_frontend.health_check import tls_credentials
+from service.grpc_frontend.credentials import tls_credentials
 from service.security import Security, bearer_problem
 from tests import conftest
 from tests.conftest import ROOT, RunningServer, run_server

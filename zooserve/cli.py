@@ -81,7 +81,8 @@ def _predict(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise SystemExit(f"zooserve predict: error: cannot read the token file: {exc}") from None
     try:
-        with Client(args.url, args.timeout, tls=args.tls, root_certificates=args.tls_ca,
+        with Client(args.url, args.timeout, tls=_wants_tls(args, "predict"),
+                    root_certificates=args.tls_ca,
                     client_certificate=args.tls_client_cert, client_key=args.tls_client_key,
                     server_name=args.tls_server_name, token=token or None) as client:
             result = client.predict(args.model, values, args.model_version)
@@ -102,22 +103,37 @@ def _health(args: argparse.Namespace) -> int:
         url = f"localhost:{Settings.from_sources().grpc_port}"
     try:
         credentials = None
-        if args.tls or args.tls_ca or args.tls_client_cert or args.tls_client_key:
-            from pathlib import Path
+        if _wants_tls(args, "health"):
+            from service.grpc_frontend.credentials import tls_credentials
 
-            from service.grpc_frontend.health_check import tls_credentials
-
-            def path(value: str | None) -> Path | None:
-                return Path(value) if value else None
-
-            credentials = tls_credentials(path(args.tls_ca), path(args.tls_client_cert),
-                                          path(args.tls_client_key))
+            credentials = tls_credentials(args.tls_ca, args.tls_client_cert, args.tls_client_key)
         status = health_status(url, args.service, args.timeout, credentials,
                                args.tls_server_name)
     except OSError as exc:  # ConnectionError, or a TLS file that cannot be read
         raise SystemExit(f"zooserve health: error: {exc}") from None
     print(status)
     return 0 if status == "SERVING" else 1
+
+
+def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags `predict` and `health` take to reach a server over TLS."""
+    parser.add_argument("--tls", action="store_true",
+                        help="TLS, trusting the system's CAs (implied by the --tls-* flags)")
+    parser.add_argument("--tls-ca", help="TLS, trusting the CA (PEM) that signed the server's "
+                        "certificate")
+    parser.add_argument("--tls-server-name",
+                        help="the name the server's certificate carries, if not the URL's host")
+    parser.add_argument("--tls-client-cert", help="client certificate (PEM), for mutual TLS")
+    parser.add_argument("--tls-client-key", help="its private key (PEM)")
+
+
+def _wants_tls(args: argparse.Namespace, command: str) -> bool:
+    """Whether the TLS flags ask for TLS; a client certificate without its key (or the
+    reverse) is refused here, naming the flags."""
+    if (args.tls_client_cert is None) != (args.tls_client_key is None):
+        raise SystemExit(f"zooserve {command}: error: a client certificate needs both "
+                         "--tls-client-cert and --tls-client-key")
+    return bool(args.tls or args.tls_ca or args.tls_client_cert)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,14 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--url", default="localhost:8001", help="server address [localhost:8001]")
     predict.add_argument("--model-version", default="", help="version [the highest]")
     predict.add_argument("--timeout", type=float, default=10.0, help="seconds [10]")
-    predict.add_argument("--tls", action="store_true",
-                         help="TLS, trusting the system's CAs (implied by the --tls-* flags)")
-    predict.add_argument("--tls-ca", help="TLS, trusting the CA (PEM) that signed the server's "
-                         "certificate")
-    predict.add_argument("--tls-server-name",
-                         help="the name the server's certificate carries, if not the URL's host")
-    predict.add_argument("--tls-client-cert", help="client certificate (PEM), for mutual TLS")
-    predict.add_argument("--tls-client-key", help="its private key (PEM)")
+    _add_tls_flags(predict)
     predict.add_argument(
         "--token-file", help="file holding the bearer token to send [ZOOSERVE_AUTH_TOKEN_FILE; "
         "or the token itself in ZOOSERVE_AUTH_TOKEN]",
@@ -243,14 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--url", help="server address [localhost:ZOOSERVE_GRPC_PORT]")
     health.add_argument("--service", default="", help="a model name, or '' for the server ['']")
     health.add_argument("--timeout", type=float, default=3.0, help="seconds [3]")
-    health.add_argument("--tls", action="store_true",
-                        help="TLS, trusting the system's CAs (implied by the --tls-* flags)")
-    health.add_argument("--tls-ca", help="TLS, trusting the CA (PEM) that signed the server's "
-                        "certificate")
-    health.add_argument("--tls-server-name",
-                        help="the name the server's certificate carries, if not the URL's host")
-    health.add_argument("--tls-client-cert", help="client certificate (PEM), for mutual TLS")
-    health.add_argument("--tls-client-key", help="its private key (PEM)")
+    _add_tls_flags(health)
     health.set_defaults(func=_health)
 
     from zooserve.image import add_image_commands

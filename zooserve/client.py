@@ -37,7 +37,6 @@ import sys
 import time
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -46,6 +45,7 @@ import numpy as np
 from service import codecs
 from service.errors import ServingError
 from service.grpc_frontend import tensors
+from service.grpc_frontend.credentials import PemSource, tls_credentials
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
 from service.labels import labelled_output
@@ -310,27 +310,18 @@ def _prediction(info: ModelInfo, response: pb.ModelInferResponse, index: Any = N
 # Credentials
 
 
-def _pem(value: str | Path | bytes | None, what: str) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    try:
-        return Path(value).read_bytes()
-    except OSError as exc:
-        raise ClientError(f"cannot read the {what} '{value}': {exc.strerror}") from None
-
-
 def _channel_credentials(
-    tls: bool, root_certificates, client_certificate, client_key
+    tls: bool, root_certificates: PemSource, client_certificate: PemSource,
+    client_key: PemSource,
 ) -> grpc.ChannelCredentials | None:
     if not (tls or root_certificates or client_certificate or client_key):
         return None
     if (client_certificate is None) != (client_key is None):
         raise ClientError("mutual TLS needs both client_certificate and client_key")
-    return grpc.ssl_channel_credentials(
-        root_certificates=_pem(root_certificates, "CA certificate"),
-        private_key=_pem(client_key, "client key"),
-        certificate_chain=_pem(client_certificate, "client certificate"),
-    )
+    try:
+        return tls_credentials(root_certificates, client_certificate, client_key)
+    except OSError as exc:
+        raise ClientError(str(exc)) from None
 
 
 def _bearer(token: str | None) -> tuple[tuple[str, str], ...] | None:
@@ -360,9 +351,9 @@ class _Client:
 
     def __init__(
         self, url: str = "localhost:8001", timeout: float = 10.0, *, tls: bool = False,
-        root_certificates: str | Path | bytes | None = None,
-        client_certificate: str | Path | bytes | None = None,
-        client_key: str | Path | bytes | None = None,
+        root_certificates: PemSource = None,
+        client_certificate: PemSource = None,
+        client_key: PemSource = None,
         server_name: str | None = None, token: str | None = None,
     ) -> None:
         self.url = url

@@ -3,25 +3,8 @@ health`, the container image's HEALTHCHECK, and any probe that can run a command
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-
-def tls_credentials(
-    ca: Path | None = None, cert: Path | None = None, key: Path | None = None
-) -> grpc.ChannelCredentials:
-    """TLS to a server whose certificate `ca` signed (None: the system's roots), presenting
-    the client certificate `cert` with `key` when the server asks for one (mutual TLS).
-    OSError when a file cannot be read."""
-    if (cert is None) != (key is None):
-        raise OSError("a client certificate needs both --tls-client-cert and --tls-client-key")
-    return grpc.ssl_channel_credentials(
-        root_certificates=ca.read_bytes() if ca else None,
-        private_key=key.read_bytes() if key else None,
-        certificate_chain=cert.read_bytes() if cert else None,
-    )
 
 
 def health_status(
