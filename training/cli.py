@@ -30,11 +30,7 @@ def add_training_commands(subparsers) -> None:
         ),
     )
     train.add_argument("name", metavar="NAME", choices=MODEL_NAMES, help=", ".join(MODEL_NAMES))
-    train.add_argument(
-        "--models",
-        default=os.environ.get("ZOOSERVE_MODELS", "models"),
-        help="model repository folder (default: $ZOOSERVE_MODELS, else ./models)",
-    )
+    _add_repository_options(train)
     train.add_argument(
         "--overwrite", action="store_true",
         help="replace the highest version instead of adding a new version folder",
@@ -56,7 +52,6 @@ def add_training_commands(subparsers) -> None:
         "--weights",
         help="local Keras file for the transfer base (.keras or .weights.h5); never downloaded",
     )
-    train.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"default {DEFAULT_LEDGER}")
     train.add_argument(
         "--seed", type=int, default=0,
         help="seed for weights, shuffling and simulated or sampled data (default 0)",
@@ -111,12 +106,7 @@ def _add_export_command(subparsers) -> None:
         "--custom-objects", metavar="MODULE.py",
         help="Python file whose classes and functions are the model's custom layers etc.",
     )  # fmt: skip
-    export.add_argument(
-        "--models",
-        default=os.environ.get("ZOOSERVE_MODELS", "models"),
-        help="model repository folder (default: $ZOOSERVE_MODELS, else ./models)",
-    )
-    export.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"default {DEFAULT_LEDGER}")
+    _add_repository_options(export)
     export.add_argument(
         "--tolerance", type=float, default=None,
         help="largest ONNX-vs-Keras difference allowed (default 1e-4)",
@@ -133,6 +123,16 @@ def _add_export_command(subparsers) -> None:
         "--verbose", action="store_true", help="show TensorFlow's and tf2onnx's own logs"
     )
     export.set_defaults(func=run_export)
+
+
+def _add_repository_options(parser: argparse.ArgumentParser) -> None:
+    """Where `train` and `export` write: the model repository and the results ledger."""
+    parser.add_argument(
+        "--models",
+        default=os.environ.get("ZOOSERVE_MODELS", "models"),
+        help="model repository folder (default: $ZOOSERVE_MODELS, else ./models)",
+    )
+    parser.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"default {DEFAULT_LEDGER}")
 
 
 def _positive(text: str) -> int:

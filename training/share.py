@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from service.layout import MODEL_FILE, model_name_problem, version_folders, write_card
+from service.layout import MODEL_FILE, model_name_problem, write_card
 from training import export, fitting, ledger, provenance
 from training.data.dataset import Arrays
+from training.pipeline import next_version
 from training.user_model import (
     SourceModel,
     TestData,
@@ -302,7 +303,7 @@ def _ship(
     try:
         sha256 = export.save(proto, staging / MODEL_FILE)
         difference = _parity(measured, staging, signature, request.tolerance)
-        version = max(version_folders(model_folder), default=0) + 1
+        version = next_version(model_folder, overwrite=False)
         card = _card(request, source, signature, measured, proto, version, sha256, difference)
         write_card(staging, card)
         staging.chmod(0o755)  # mkdtemp makes it private
