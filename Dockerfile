@@ -42,6 +42,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY pyproject.toml README.md /src/project/
 COPY service/ /src/project/service/
 COPY zooserve/ /src/project/zooserve/
+COPY spectra/ /src/project/spectra/
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pipconf \
     --mount=type=secret,id=cacert \
@@ -58,6 +59,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY pyproject.toml README.md /src/project/
 COPY service/ /src/project/service/
 COPY zooserve/ /src/project/zooserve/
+COPY spectra/ /src/project/spectra/
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pipconf \
     --mount=type=secret,id=cacert \

@@ -54,8 +54,12 @@ def _tensor_spec(shape, name: str):
     return tf.TensorSpec([None, *shape[1:]], tf.float32, name=name)
 
 
-def convert(model, input_names: list[str], output_name: str, labels: list[str] | None):
-    """The Keras model as an ONNX ModelProto with the given input and output names."""
+def convert(
+    model, input_names: list[str], output_name: str, labels: list[str] | None,
+    metadata: dict[str, str] | None = None,
+):
+    """The Keras model as an ONNX ModelProto with the given input and output names; `labels`
+    and `metadata` (key -> text) go into its metadata."""
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -82,6 +86,9 @@ def convert(model, input_names: list[str], output_name: str, labels: list[str] |
     if labels is not None:
         entry = proto.metadata_props.add()
         entry.key, entry.value = "labels", json.dumps(labels)
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     proto.producer_name = "zooserve training (tf2onnx)"
     onnx.checker.check_model(proto, full_check=True)
     return proto

@@ -7,6 +7,7 @@ highest one with `overwrite`), and append a row to the results ledger.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from service.layout import MODEL_FILE, version_folders, write_card
+from spectra.binning import METADATA_KEY as BINNING_KEY
 from training import export, fitting, ledger, plots, provenance
 from training.data.dataset import Arrays, Dataset
 from training.recipes import lookup
@@ -132,7 +134,10 @@ def ship(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_folder))
     try:
         input_names = list(text.inputs)
-        proto = export.convert(model, input_names, text.output[0], labels)
+        metadata = {}
+        if text.input_binning is not None:
+            metadata[BINNING_KEY] = json.dumps(text.input_binning, sort_keys=True)
+        proto = export.convert(model, input_names, text.output[0], labels, metadata)
         onnx_path = staging / MODEL_FILE
         sha256 = export.save(proto, onnx_path)
         expected = fitting.predict(model, x_test)
@@ -210,6 +215,8 @@ def _card(
         card["labels"] = labels
     if dataset.feature_names:  # tabular inputs only
         card["feature_names"] = dataset.feature_names
+    if text.input_binning is not None:
+        card[BINNING_KEY] = text.input_binning
     card["metrics"] = metrics
     card["primary_metric"] = spec.primary_metric
     if run.baselines:

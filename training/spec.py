@@ -42,6 +42,9 @@ class CardText:
     description: str
     inputs: dict[str, str]  # served input tensor name -> description, in model order
     output: tuple[str, str]  # served output tensor name, description
+    # How peak lists become the input vector (spectra models): `spectra.binning.Binning`'s
+    # settings, written to the card and the ONNX metadata under `input_binning`.
+    input_binning: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ model's parity check) and take a `seed` for every random choice they make.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -15,6 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from service.layout import sha256_of_file
+from spectra.binning import ZOO_BINNING, PeakProblem, bin_peaks
+from spectra.mgf import Spectrum, read_mgf
+from spectra.simulator import simulate_molecules
 from training.data.dataset import Dataset, require_file
 
 MGF_WHERE = (
@@ -49,33 +51,16 @@ def load_synthetic_spectra(
     test_pairs: int = 2000,
     seed: int = 0,
 ) -> Dataset:
-    """Binned spectra simulated from random molecular fingerprints, paired by Tanimoto score.
-
-    Molecules come in families (a parent fingerprint with a few bits flipped per child), so
-    pair similarities cover 0..1. Each fingerprint bit stands for a substructure that
-    produces a few fragment peaks at fixed m/z bins; a spectrum is the sum of the peaks of its
-    bits, with random intensities and noise, scaled to a maximum of 1. Test pairs use only
+    """Binned spectra of simulated molecules (`spectra/simulator.py`, the zoo's spectrum
+    simulator), paired by the Tanimoto score of their fingerprints. Test pairs use only
     molecules never seen in training. `extras["test_spectra"]` holds the test molecules'
     spectra (for the embedding model's parity check).
     """
     rng = np.random.default_rng(seed)
-    families = molecules // 8
-    parents = rng.random((families, bits)) < rng.uniform(0.08, 0.3, size=(families, 1))
-    family_of = np.repeat(np.arange(families), 8)[:molecules]
-    flips = rng.random((molecules, bits)) < rng.uniform(0.0, 0.15, size=(molecules, 1))
-    fingerprints = np.logical_xor(parents[family_of], flips)
-    peaks_per_bit = 3
-    peak_bins = rng.integers(0, bins, size=(bits, peaks_per_bit))
-    peak_heights = rng.uniform(0.2, 1.0, size=(bits, peaks_per_bit))
-    spectra = np.zeros((molecules, bins), dtype="float64")
-    for bit in range(bits):
-        carriers = np.flatnonzero(fingerprints[:, bit])
-        jitter = rng.uniform(0.7, 1.3, size=(len(carriers), peaks_per_bit))
-        for k in range(peaks_per_bit):
-            spectra[carriers, peak_bins[bit, k]] += peak_heights[bit, k] * jitter[:, k]
-    spectra += rng.random(spectra.shape) * 0.05 * (rng.random(spectra.shape) < 0.05)
-    spectra /= np.maximum(spectra.max(axis=1, keepdims=True), 1e-9)
-    spectra = spectra.astype("float32")
+    simulated = simulate_molecules(rng, molecules, bits, bins)
+    spectra, fingerprints, family_of = (
+        simulated.spectra, simulated.fingerprints, simulated.family_of)
+    families = int(family_of.max()) + 1
 
     # Whole families go to either side, so test molecules are unseen (and so are their kin).
     test_families = rng.choice(families, size=max(1, families // 5), replace=False)
@@ -123,56 +108,31 @@ def _balanced_pairs(spectra, fingerprints, family_of, ids, count, rng):
     return (a, b), np.concatenate([y1, y2])[order]
 
 
-def read_mgf(path: Path) -> dict[str, list[tuple[float, float]]]:
-    """Peaks per spectrum from an MGF file, keyed by TITLE (or SPECTRUMID / INCHIKEY)."""
-    spectra: dict[str, list[tuple[float, float]]] = {}
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as stream:
-        header: dict[str, str] = {}
-        peaks: list[tuple[float, float]] = []
-        for raw in stream:
-            line = raw.strip()
-            if line == "BEGIN IONS":
-                header, peaks = {}, []
-            elif line == "END IONS":
-                key = header.get("TITLE") or header.get("SPECTRUMID") or header.get("INCHIKEY")
-                spectra[key or f"spectrum_{len(spectra)}"] = peaks
-            elif "=" in line and not line[0].isdigit():
-                name, _, value = line.partition("=")
-                header[name.upper()] = value
-            elif line and line[0].isdigit():
-                mz, intensity, *_ = line.split()
-                peaks.append((float(mz), float(intensity)))
-    return spectra
+def read_peaks(path: Path) -> dict[str, Spectrum]:
+    """The spectra of an MGF file that the binning contract accepts, keyed by their id
+    (TITLE, else SPECTRUMID, ...); those with too few peaks are left out."""
+    kept = {}
+    for spectrum in read_mgf(path):
+        try:
+            bin_peaks(spectrum.mz, spectrum.intensity, ZOO_BINNING)
+        except PeakProblem:
+            continue
+        kept[spectrum.id] = spectrum
+    return kept
 
 
-def bin_spectrum(
-    peaks: list[tuple[float, float]], bins: int, mz_min: float, mz_max: float
-) -> np.ndarray:
-    """Peaks -> fixed-width intensity bins, square-root scaled and normalised to max 1."""
-    vector = np.zeros(bins, dtype="float64")
-    width = (mz_max - mz_min) / bins
-    for mz, intensity in peaks:
-        index = int((mz - mz_min) // width)
-        if 0 <= index < bins:
-            vector[index] = max(vector[index], np.sqrt(intensity))
-    top = vector.max()
-    return (vector / top if top > 0 else vector).astype("float32")
-
-
-def load_spectra_files(
-    path: str | Path, bins: int = 200, mz_min: float = 10.0, mz_max: float = 1000.0, seed: int = 0
-) -> Dataset:
+def load_spectra_files(path: str | Path, seed: int = 0) -> Dataset:
     """Real spectra: an MGF file plus `<same name>.json` with Tanimoto scores.
 
     The JSON holds either `{"ids": [...], "scores": [[...]]}` (a square matrix in the order
     of `ids`, which name MGF spectra by TITLE) or a list of `{"a": id, "b": id, "score": s}`.
-    Pairs are split 80/20 by spectrum: test pairs use spectra never seen in training, the
-    held-out spectra drawn with `seed`.
+    Spectra are binned by the zoo's contract (`spectra/binning.py`; those with fewer peaks
+    than it needs are left out). Pairs are split 80/20 by spectrum: test pairs use spectra
+    never seen in training, the held-out spectra drawn with `seed`.
     """
     path = require_file(Path(path), "MGF spectra file", MGF_WHERE)
     scores_path = require_file(path.with_suffix(".json"), "Tanimoto scores JSON", MGF_WHERE)
-    peaks = read_mgf(path)
+    peaks = read_peaks(path)
     scores = json.loads(scores_path.read_text())
     if isinstance(scores, dict):
         ids, matrix = scores["ids"], np.asarray(scores["scores"], dtype="float32")
@@ -189,7 +149,8 @@ def load_spectra_files(
     names = sorted({t[0] for t in triples} | {t[1] for t in triples})
     rng = np.random.default_rng(seed)
     test_names = set(rng.choice(names, size=max(1, len(names) // 5), replace=False).tolist())
-    vectors = {n: bin_spectrum(peaks[n], bins, mz_min, mz_max) for n in names}
+    vectors = {n: bin_peaks(peaks[n].mz, peaks[n].intensity, ZOO_BINNING) for n in names}
+    bins = ZOO_BINNING.bins
 
     def arrays(rows):
         a = np.stack([vectors[t[0]] for t in rows]) if rows else np.zeros((0, bins), "float32")

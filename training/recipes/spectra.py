@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from spectra.binning import ZOO_BINNING
 from training import fitting
 from training.data.dataset import Dataset
 from training.data.spectra import load_spectra_files, load_synthetic_spectra
@@ -92,7 +93,7 @@ def embedder_companion(model: keras.Model, dataset: Dataset) -> list[Companion]:
     ]
 
 
-SPECTRUM = "binned MS/MS spectrum: 200 m/z bins (10-1000), intensities scaled to max 1"
+SPECTRUM = f"binned MS/MS spectrum: {ZOO_BINNING.describe()} (spectra/binning.py)"
 
 
 def describe_similarity(dataset: Dataset) -> CardText:
@@ -103,6 +104,7 @@ def describe_similarity(dataset: Dataset) -> CardText:
         ),
         inputs={"spectrum_a": SPECTRUM, "spectrum_b": SPECTRUM},
         output=("similarity", "cosine of the two spectra's embeddings, 0..1"),
+        input_binning=ZOO_BINNING.to_dict(),
     )
 
 
@@ -114,6 +116,7 @@ def describe_embedding(dataset: Dataset) -> CardText:
         ),
         inputs={"spectrum": SPECTRUM},
         output=("embedding", "200 non-negative numbers; compare two by cosine similarity"),
+        input_binning=ZOO_BINNING.to_dict(),
     )
 
 
