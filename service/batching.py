@@ -242,7 +242,8 @@ def _run(model: LoadedModel, batch: list[_Waiting]) -> list[BatchResult | Except
     offset = 0
     for item in batch:
         end = offset + item.prepared.rows
-        split.append({name: by_name[name][offset:end] for name in item.prepared.output_names})
+        outputs = {name: by_name[name][offset:end] for name in item.prepared.output_names}
+        split.append(item.prepared.finish(outputs) if item.prepared.finish else outputs)
         offset = end
     done = time.perf_counter_ns()
     model.statistics.record_execution(rows, stacked - start, ran - stacked, done - ran)
@@ -263,5 +264,7 @@ def _run_alone(model: LoadedModel, item: _Waiting) -> BatchResult | ServingError
         return error
     ran = time.perf_counter_ns()
     model.statistics.record_execution(prepared.rows, 0, ran - start, 0)
-    return BatchResult(dict(zip(prepared.output_names, results, strict=True)),
-                       start - item.enqueued_ns, 0, ran - start, 0)
+    outputs = dict(zip(prepared.output_names, results, strict=True))
+    if prepared.finish:
+        outputs = prepared.finish(outputs)
+    return BatchResult(outputs, start - item.enqueued_ns, 0, ran - start, 0)

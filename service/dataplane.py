@@ -51,6 +51,8 @@ class InferenceRequest:
     received_ns: int = field(default_factory=time.perf_counter_ns)
     # time.monotonic() by which the client wants its answer; None: no deadline.
     deadline: float | None = None
+    # The request's parameters (name -> bool, int, float or str), as the client sent them.
+    parameters: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -295,7 +297,8 @@ class DataPlane:
             model.inflight -= 1
             raise
         try:
-            prepared = model.prepare(request.inputs, request.requested_outputs)
+            prepared = model.prepare(request.inputs, request.requested_outputs,
+                                     request.parameters)
             queued = time.perf_counter_ns()
             batcher = self._batcher(model)
             result: BatchResult | None = batcher.run_now(prepared)

@@ -20,6 +20,9 @@ from service.limits import VERSION_MAX_DIGITS
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.onnx"
+# A spectral library's manifest: a version folder holding it instead of a model file is a
+# library served as a search model (service/search/library.py has the bundle's layout).
+LIBRARY_FILE = "library.json"
 CARD_FILE = "card.json"
 # Beside the version folders: how the server runs the model (service/serving_config.py).
 SERVING_FILE = "serving.json"
@@ -101,7 +104,7 @@ class ModelEntry:
 
     name: str
     version: int
-    path: Path  # the model file
+    path: Path  # the model file (or a library's manifest)
 
     @property
     def folder(self) -> Path:
@@ -111,16 +114,27 @@ class ModelEntry:
         return read_card(self.folder)
 
 
+def served_file(version_dir: Path) -> Path | None:
+    """What a version folder serves: its model file, else its library manifest; None when
+    it has neither."""
+    for name in (MODEL_FILE, LIBRARY_FILE):
+        if (version_dir / name).is_file():
+            return version_dir / name
+    return None
+
+
 def scan_repository(root: Path) -> list[ModelEntry]:
-    """Every `<name>/<version>/model.onnx` under root, sorted by name then version."""
+    """Every `<name>/<version>/model.onnx` (or library.json) under root, sorted by name
+    then version."""
     if not root.is_dir():
         raise FileNotFoundError(f"models folder '{root}' does not exist or is not a folder")
     entries = []
     for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for version, folder in sorted(version_folders(model_dir).items()):
-            model_file = folder / MODEL_FILE
-            if not model_file.is_file():
-                log.warning("skipping %s: no %s in it", folder, MODEL_FILE)
+            model_file = served_file(folder)
+            if model_file is None:
+                log.warning("skipping %s: no %s (or %s) in it", folder, MODEL_FILE,
+                            LIBRARY_FILE)
                 continue
             entries.append(ModelEntry(model_dir.name, version, model_file))
     return entries

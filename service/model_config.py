@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from service.runtime import PLATFORM, LoadedModel, TensorSpec
+from service.runtime import LoadedModel, TensorSpec
 
 
 def _config_datatype(datatype: str) -> str:
@@ -44,6 +44,7 @@ def model_config(model: LoadedModel) -> dict[str, Any]:
     }
     if model.labels:
         parameters["labels"] = json.dumps(model.labels)
+    parameters.update(model.config_parameters())
     feature_names = model.card.get("feature_names")
     if feature_names:  # what each column of the input is, in order (a client matches a table)
         parameters["feature_names"] = json.dumps([str(name) for name in feature_names])
@@ -56,8 +57,8 @@ def model_config(model: LoadedModel) -> dict[str, Any]:
         group["gpus"] = [0]
     config: dict[str, Any] = {
         "name": model.name,
-        "platform": PLATFORM,
-        "backend": "onnxruntime",
+        "platform": model.platform,
+        "backend": model.backend,
         "version_policy": {"all": {}},
         "max_batch_size": model.max_batch_size,
         "input": [_tensor(model, s) for s in model.inputs],

@@ -23,14 +23,17 @@ from pathlib import Path
 from service.errors import not_found, quoted
 from service.layout import (
     CARD_FILE,
+    LIBRARY_FILE,
     MODEL_FILE,
     SERVING_FILE,
     ModelEntry,
     parse_version,
+    served_file,
     sha256_of_file,
     version_folders,
 )
 from service.runtime import INLINE_BELOW_NS, DeviceUnavailable, LoadedModel, SessionFactory
+from service.search.model import SearchModel
 from service.serving_config import DEFAULT_MAX_QUEUE_SIZE
 
 log = logging.getLogger(__name__)
@@ -249,11 +252,12 @@ class ModelRepository:
         layout_log.addFilter(_LAYOUT_WARNINGS_ONCE)
         files = {}
         for version, folder in version_folders(self.root / name).items():
-            model_file = folder / MODEL_FILE
-            if model_file.is_file():
+            model_file = served_file(folder)
+            if model_file is not None:
                 files[version] = model_file
             else:
-                layout_log.warning("skipping %s: no %s in it", folder, MODEL_FILE)
+                layout_log.warning("skipping %s: no %s (or %s) in it", folder, MODEL_FILE,
+                                   LIBRARY_FILE)
         return files
 
     def _known_keys(self, name: str) -> list[Key]:
@@ -283,7 +287,8 @@ class ModelRepository:
             if not isinstance(card, dict):
                 raise ValueError(f"{CARD_FILE} does not hold a JSON object")
             self._check_sha256(entry, card, model_sha256)
-            model = LoadedModel.load(
+            kind = SearchModel if entry.path.name == LIBRARY_FILE else LoadedModel
+            model = kind.load(
                 entry.name,
                 entry.version,
                 entry.path,
@@ -317,11 +322,11 @@ class ModelRepository:
             if entry.path not in self._no_sha256_warned:
                 self._no_sha256_warned.add(entry.path)
                 log.warning("%s version %d: its card has no sha256 for %s; loading it "
-                            "unchecked", entry.name, entry.version, MODEL_FILE)
+                            "unchecked", entry.name, entry.version, entry.path.name)
             return
         if recorded != actual:
             raise ValueError(
-                f"{MODEL_FILE} has sha256 {actual[:16]}..., its card records "
+                f"{entry.path.name} has sha256 {actual[:16]}..., its card records "
                 f"{recorded[:16]}...: the file was changed or damaged after export (or the "
                 "card belongs to another model)"
             )

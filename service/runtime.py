@@ -298,6 +298,9 @@ class PreparedRequest:
     rows: int
     feeds: dict[str, np.ndarray]
     output_names: list[str]
+    # Applied to this request's own rows of the outputs once the batch is split (a search
+    # trims the batch's widest top-k to the k this request asked for); None: as they are.
+    finish: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None
 
     def fits_with(self, other: PreparedRequest) -> bool:
         """Whether the two can run in one batch: every input's shape agrees past the
@@ -331,6 +334,10 @@ WARM_UP_RUNS = 5
 
 
 class LoadedModel:
+    # What runs the model, in the words of Triton's model configuration.
+    platform = PLATFORM
+    backend = "onnxruntime"
+
     def __init__(
         self,
         name: str,
@@ -340,15 +347,20 @@ class LoadedModel:
         card: Mapping,
         max_batch_size: int,
         config: ServingConfig | None = None,
+        signature: tuple[list[TensorSpec], list[TensorSpec]] | None = None,
     ) -> None:
+        """`signature`: (inputs, outputs) the model answers to, when they are not the
+        session's own (a search model runs an embedding model's session)."""
         self.name = name
         self.version = version
         self.path = path
         self.session = session
         self.card = dict(card)
         self.config = config or ServingConfig()
-        self.inputs = [_spec(node) for node in session.get_inputs()]
-        self.outputs = [_spec(node) for node in session.get_outputs()]
+        if signature is None:
+            signature = ([_spec(node) for node in session.get_inputs()],
+                         [_spec(node) for node in session.get_outputs()])
+        self.inputs, self.outputs = signature
         self.providers: list[str] = list(session.get_providers())
         self.device = device_of(self.providers)
         # Read back from the session: what ONNX Runtime really uses (0: its own default).
@@ -428,7 +440,7 @@ class LoadedModel:
         then run on a thread, never inline."""
         try:
             for rows in (1, 8) if self.batchable else (1,):
-                feeds = {s.name: _zeros(s, rows) for s in self.inputs}
+                feeds = self.warm_up_feeds(rows)
                 self.execute(feeds, self._output_names)  # the first run allocates
                 times = []
                 for _ in range(WARM_UP_RUNS):
@@ -445,6 +457,10 @@ class LoadedModel:
             self.run_ns = self.row_ns = 0
             log.warning("warm-up of %s failed (%s); it serves, on a thread", self._who(),
                         self.warm_up_problem)
+
+    def warm_up_feeds(self, rows: int) -> dict[str, np.ndarray]:
+        """What the warm-up runs: zeros of every input."""
+        return {s.name: _zeros(s, rows) for s in self.inputs}
 
     def runs_inline(self, rows: int) -> bool:
         """Whether a run of this many rows is made on the event loop rather than a thread:
@@ -528,11 +544,17 @@ class LoadedModel:
                 )
         return list(dict.fromkeys(requested))
 
+    def config_parameters(self) -> dict[str, str]:
+        """Parameters of its own for the model configuration (a search model's library)."""
+        return {}
+
     def prepare(
-        self, inputs: Mapping[str, np.ndarray], requested_outputs: Sequence[str] | None = None
+        self, inputs: Mapping[str, np.ndarray], requested_outputs: Sequence[str] | None = None,
+        parameters: Mapping[str, object] | None = None,
     ) -> PreparedRequest:
         """Check one request and put its inputs in the form ONNX Runtime takes; a client's
-        mistake raises INVALID_ARGUMENT here, before the request joins a batch."""
+        mistake raises INVALID_ARGUMENT here, before the request joins a batch. Request
+        parameters are accepted and unused, as Triton's ONNX Runtime backend does."""
         rows = self.validate(inputs)
         names = self.output_names(requested_outputs)
         feeds = {spec.name: _feed(spec, inputs[spec.name]) for spec in self.inputs}

@@ -93,6 +93,10 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _search(args: argparse.Namespace) -> int:
+    raise SystemExit("zooserve search: error: not written yet")
+
+
 def _health(args: argparse.Namespace) -> int:
     from service.grpc_frontend.health_check import health_status
 
@@ -258,6 +262,28 @@ def build_parser() -> argparse.ArgumentParser:
     from zooserve.image import add_image_commands
 
     add_image_commands(commands)
+
+    try:
+        from service.search.cli import add_library_commands
+    except ImportError:  # a client-only install
+        pass
+    else:
+        add_library_commands(commands)
+
+    search = commands.add_parser(
+        "search", help="ask a running server for the library spectra most like those of an "
+        "MGF file")
+    search.add_argument("queries", help="MGF file of query spectra")
+    search.add_argument("--library", required=True, help="the library (search model) name")
+    search.add_argument("--url", default="localhost:8001", help="server address [localhost:8001]")
+    search.add_argument("--top-k", type=int, default=5, help="matches per query [5]")
+    search.add_argument("--precursor-tolerance", type=float,
+                        help="only entries whose precursor m/z is within this of the query's")
+    search.add_argument("--min-score", type=float, help="only matches scoring at least this")
+    search.add_argument("--timeout", type=float, default=30.0, help="seconds [30]")
+    _add_tls_flags(search)
+    search.add_argument("--token-file", help="file holding the bearer token to send")
+    search.set_defaults(func=_search)
 
     try:
         from training.cli import add_training_commands

@@ -17,7 +17,7 @@ from service.grpc_frontend.generated import model_config_pb2 as config_pb
 from service.limits import MAX_ID_LENGTH
 from service.model_config import model_config as model_configuration
 from service.repository import IndexEntry
-from service.runtime import PLATFORM, LoadedModel, TensorSpec
+from service.runtime import LoadedModel, TensorSpec
 from service.statistics import Duration, StatisticsSnapshot
 
 
@@ -51,7 +51,13 @@ def inference_request(
         id=message.id,
         received_ns=time.perf_counter_ns() if received_ns is None else received_ns,
         deadline=deadline,
+        parameters={key: _parameter(value) for key, value in message.parameters.items()},
     )
+
+
+def _parameter(value: pb.InferParameter) -> object:
+    choice = value.WhichOneof("parameter_choice")
+    return getattr(value, choice) if choice else None
 
 
 def parse_infer_request(data: bytes) -> pb.ModelInferRequest:
@@ -95,7 +101,7 @@ def model_metadata(model: LoadedModel, versions: list[int]) -> pb.ModelMetadataR
     return pb.ModelMetadataResponse(
         name=model.name,
         versions=[str(v) for v in versions],
-        platform=PLATFORM,
+        platform=model.platform,
         inputs=[_tensor_metadata(s) for s in model.inputs],
         outputs=[_tensor_metadata(s) for s in model.outputs],
     )

@@ -24,7 +24,7 @@ from service.dataplane import InferenceRequest, InferenceResponse
 from service.errors import invalid_argument, quoted
 from service.labels import labelled_output
 from service.limits import MAX_ID_LENGTH
-from service.runtime import PLATFORM, LoadedModel, TensorSpec
+from service.runtime import LoadedModel, TensorSpec
 
 # requests
 
@@ -101,6 +101,10 @@ def request_id(body: Mapping) -> str:
     return value
 
 
+# Request parameters that steer this frontend's own encoding, not the model.
+HTTP_ONLY_PARAMETERS = frozenset({"binary_data_output"})
+
+
 def check_parameters(holder: Mapping, who: str) -> None:
     """`parameters`, where given, is an object whose values are strings, numbers or
     booleans (the protocol's parameter types)."""
@@ -150,6 +154,8 @@ def v2_inference_request(
         requested_outputs=[o["name"] for o in outputs] or None,
         id=request_id(body),
         received_ns=time.perf_counter_ns() if received_ns is None else received_ns,
+        parameters={k: v for k, v in (body.get("parameters") or {}).items()
+                    if k not in HTTP_ONLY_PARAMETERS},
     )
 
 
@@ -203,7 +209,7 @@ def v2_model_metadata(model: LoadedModel, versions: Sequence[int]) -> dict[str, 
     return {
         "name": model.name,
         "versions": [str(v) for v in versions],
-        "platform": PLATFORM,
+        "platform": model.platform,
         "inputs": [_spec_json(s) for s in model.inputs],
         "outputs": [_spec_json(s) for s in model.outputs],
     }
