@@ -17,6 +17,8 @@ from training.spec import TrainOptions
 MODELS = Path(__file__).resolve().parent.parent / "models"
 ZOO = ["penguins", "weather", "digits", "digits_transfer", "spectra_similarity",
        "spectra_embedding"]
+# Spectral libraries served as search models (tests/test_search_served.py asks them).
+LIBRARIES = ["spectra_search"]
 
 
 def card(name: str) -> dict:
@@ -24,7 +26,7 @@ def card(name: str) -> dict:
 
 
 def test_the_whole_zoo_is_shipped():
-    assert sorted(p.name for p in MODELS.iterdir() if p.is_dir()) == sorted(ZOO)
+    assert sorted(p.name for p in MODELS.iterdir() if p.is_dir()) == sorted(ZOO + LIBRARIES)
 
 
 @pytest.fixture(scope="module")
