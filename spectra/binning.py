@@ -9,8 +9,9 @@ The steps, in order:
    binned by the server from the same numbers fall in the same bins.
 2. Negative or non-finite m/z or intensity, or m/z and intensity of different lengths, are
    refused (`PeakProblem`), never cleaned away silently.
-3. Cleaning: peaks outside [mz_min, mz_max) and peaks of intensity 0 are dropped; fewer than
-   `min_peaks` left is refused (too little to compare).
+3. Cleaning: a peak's bin is floor((m/z - mz_min) / bin_width) in float64; peaks whose bin
+   is outside 0..bins-1 (m/z outside [mz_min, mz_max), up to that rounding) and peaks of
+   intensity 0 are dropped; fewer than `min_peaks` left is refused (too little to compare).
 4. Each peak's intensity is scaled (`sqrt`, as MS2DeepScore), peaks sharing a bin keep the
    largest (`max`), and the vector is divided by its largest value (max 1).
 """

@@ -109,7 +109,7 @@ def write_mgf(path: str | Path, spectra: Iterable[Spectrum]) -> int:
                 stream.write(f"{key}={value}\n")
             for mz, intensity in zip(spectrum.mz.tolist(), spectrum.intensity.tolist(),
                                      strict=True):
-                stream.write(f"{mz:.4f} {intensity:.4g}\n")
+                stream.write(f"{mz:.9g} {intensity:.9g}\n")  # float32 exactly
             stream.write("END IONS\n\n")
             count += 1
     return count
