@@ -1,13 +1,13 @@
 """The `zooserve` command: the front door to training (training/) and serving (service/).
 
-`zooserve.Client` and `zooserve.AsyncClient` ask a running server for predictions
-(zooserve/client.py); they are imported on first use, so `import zooserve` and the command
-stay light."""
+`zooserve.Client` and `zooserve.AsyncClient` ask a running server for predictions and
+library searches (zooserve/client.py); they are imported on first use, so `import zooserve`
+and the command stay light."""
 
 from __future__ import annotations
 
-_CLIENT_NAMES = frozenset({"AsyncClient", "Client", "ClientError", "ModelEntry", "ModelInfo",
-                           "Prediction", "TensorInfo"})
+_CLIENT_NAMES = frozenset({"AsyncClient", "Client", "ClientError", "Match", "ModelEntry",
+                           "ModelInfo", "Prediction", "SearchResults", "TensorInfo"})
 
 
 def __getattr__(name: str):

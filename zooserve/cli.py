@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+from typing import NoReturn
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,27 +65,35 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _token(args: argparse.Namespace, command: str) -> str | None:
+    """The bearer token to send: --token-file, else the server's own sources, read the same
+    way (ZOOSERVE_AUTH_TOKEN_FILE, else ZOOSERVE_AUTH_TOKEN; a trailing newline is dropped
+    by the client)."""
     import os
     from pathlib import Path
 
+    token_file = args.token_file or os.environ.get("ZOOSERVE_AUTH_TOKEN_FILE")
+    try:
+        token = (Path(token_file).read_text() if token_file
+                 else os.environ.get("ZOOSERVE_AUTH_TOKEN"))
+    except OSError as exc:
+        raise SystemExit(f"zooserve {command}: error: cannot read the token file: {exc}") from None
+    return token or None
+
+
+def _predict(args: argparse.Namespace) -> int:
     from zooserve.client import Client, ClientError
 
     try:
         values = json.loads(args.inputs)
     except json.JSONDecodeError as exc:
         raise SystemExit(f"zooserve predict: error: --inputs is not JSON: {exc}") from None
-    token_file = args.token_file or os.environ.get("ZOOSERVE_AUTH_TOKEN_FILE")
-    try:  # the server's sources, read the same way (a trailing newline is dropped)
-        token = (Path(token_file).read_text() if token_file
-                 else os.environ.get("ZOOSERVE_AUTH_TOKEN"))
-    except OSError as exc:
-        raise SystemExit(f"zooserve predict: error: cannot read the token file: {exc}") from None
+    token = _token(args, "predict")
     try:
         with Client(args.url, args.timeout, tls=_wants_tls(args, "predict"),
                     root_certificates=args.tls_ca,
                     client_certificate=args.tls_client_cert, client_key=args.tls_client_key,
-                    server_name=args.tls_server_name, token=token or None) as client:
+                    server_name=args.tls_server_name, token=token) as client:
             result = client.predict(args.model, values, args.model_version)
     except ClientError as exc:
         said = f"{exc.code}: {exc}" if exc.code else str(exc)
@@ -94,7 +103,42 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _search(args: argparse.Namespace) -> int:
-    raise SystemExit("zooserve search: error: not written yet")
+    """Exit 2 for a mistake of the caller's (flags, the MGF file, the token file, what the
+    client refuses before sending), 1 for one the server answers."""
+    from spectra.mgf import read_mgf
+    from zooserve.client import Client, ClientError
+
+    def fail(message: str, status: int) -> NoReturn:
+        print(f"zooserve search: error: {message}", file=sys.stderr)
+        raise SystemExit(status)
+
+    try:
+        queries = list(read_mgf(args.queries))
+    except OSError as exc:
+        fail(f"cannot read {args.queries}: {exc.strerror or exc}", 2)
+    except ValueError as exc:  # MgfError names the file and line; a file that is not text
+        said = str(exc)
+        fail(said if said.startswith(args.queries) else f"{args.queries}: {said}", 2)
+    if not queries:
+        fail(f"{args.queries} holds no spectra (no BEGIN IONS ... END IONS)", 2)
+    try:
+        tls = _wants_tls(args, "search")
+        token = _token(args, "search")
+    except SystemExit as exc:  # their one line, as a usage error
+        fail(str(exc.code).removeprefix("zooserve search: error: "), 2)
+    try:
+        with Client(args.url, args.timeout, tls=tls, root_certificates=args.tls_ca,
+                    client_certificate=args.tls_client_cert, client_key=args.tls_client_key,
+                    server_name=args.tls_server_name, token=token) as client:
+            results = client.search(
+                args.library, queries, args.top_k, precursor_tolerance=args.precursor_tolerance,
+                min_score=args.min_score, timeout=args.timeout)
+    except ClientError as exc:
+        if exc.code is None:
+            fail(str(exc), 2)
+        fail(f"{exc.code}: {exc}", 1)
+    print(results.describe())
+    return 0
 
 
 def _health(args: argparse.Namespace) -> int:

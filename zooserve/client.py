@@ -22,6 +22,17 @@ Every failure is a `ClientError`: `.code` is the gRPC status name (None for a mi
 before anything was sent) and the message is the server's own, or one line saying what is
 wrong.
 
+`search` asks a spectral library (a search model) for the entries most like some query
+spectra: an MGF file, `spectra.mgf.Spectrum`s or dicts of peaks go in, `SearchResults` come
+out (`Match`es per query, best first, with each entry's metadata).
+
+```python
+with zooserve.Client("localhost:8001") as client:
+    results = client.search("spectra_search", "queries.mgf", top_k=5)
+    results.matches[0][0].id  # the best match of the first query
+    print(results.describe())
+```
+
 `AsyncClient` has the same methods as coroutines over `grpc.aio`. Both share every step
 between the wire and the caller: each method is written once, as a generator that yields
 the RPCs it needs (`_Call`) and gets their answers back; the two clients only differ in how
@@ -33,9 +44,12 @@ DataFrames and `to_frame()`; nothing of the server (ONNX Runtime) is imported.""
 from __future__ import annotations
 
 import json
+import math
+import numbers
+import os
 import sys
 import time
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,14 +63,19 @@ from service.grpc_frontend.credentials import PemSource, tls_credentials
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
 from service.labels import labelled_output
+from spectra.mgf import Spectrum, read_mgf
 
-__all__ = ["AsyncClient", "Client", "ClientError", "ModelEntry", "ModelInfo", "Prediction",
-           "TensorInfo"]
+__all__ = ["AsyncClient", "Client", "ClientError", "Match", "ModelEntry", "ModelInfo",
+           "Prediction", "SearchResults", "TensorInfo"]
 
 # As large as the server takes and sends (service.grpc_frontend.server.MAX_MESSAGE_BYTES).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Server answers after which what the client keeps about a model may be out of date.
 STALE_CODES = frozenset({"NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION"})
+# The ModelConfig platform of a spectral library (service.search.model.SearchModel).
+SEARCH_PLATFORM = "zooserve_spectral_search"
+# The keys a query given as a dict may have.
+QUERY_KEYS = ("mz", "intensity", "precursor_mz", "id")
 
 
 class ClientError(Exception):
@@ -185,6 +204,78 @@ class Prediction:
         return found[0]
 
 
+@dataclass
+class Match:
+    """One library entry found for a query: its id, its score (cosine of the embeddings,
+    higher is closer) and its metadata (id, precursor_mz and the library MGF's other fields,
+    lower-cased: name, charge, ...)."""
+
+    id: str
+    score: float
+    metadata: dict
+
+
+@dataclass
+class SearchResults:
+    """A library's answer to some query spectra: `queries` (their ids, in the order sent),
+    `matches` (per query, best first; fewer than top_k, or none, where fewer entries
+    qualified) and `library` (the library's summary from its ModelConfig: name, version,
+    count, dimension, embedding model, backend)."""
+
+    queries: list[str]
+    matches: list[list[Match]]
+    library: dict
+
+    def to_frame(self):
+        """A pandas DataFrame, one row per match: query, rank (1 = best), id, score, then
+        the metadata's fields (a field named like one of those four is prefixed
+        `metadata_`)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ClientError("to_frame() needs pandas: pip install pandas") from None
+        fixed = ("query", "rank", "id", "score")
+        columns = list(fixed)
+        rows = []
+        for query, found in zip(self.queries, self.matches, strict=True):
+            for rank, match in enumerate(found, start=1):
+                row = {"query": query, "rank": rank, "id": match.id, "score": match.score}
+                for key, value in match.metadata.items():
+                    if key == "id":
+                        continue
+                    name = f"metadata_{key}" if key in fixed else key
+                    if name not in columns:
+                        columns.append(name)
+                    row[name] = value
+                rows.append(row)
+        return pd.DataFrame(rows, columns=columns)
+
+    def describe(self) -> str:
+        """What `zooserve search` prints: the library, then a table of every query's
+        matches (a query with none gets one row saying so)."""
+        library = self.library
+        lines = [f"library {library.get('name', '?')} version {library.get('version', '?')} "
+                 f"({library.get('count', '?')} spectra)"]
+        rows = [("QUERY", "RANK", "ID", "SCORE", "PRECURSOR_MZ", "NAME")]
+        for query, found in zip(self.queries, self.matches, strict=True):
+            if not found:
+                rows.append((query, "-", "-", "-", "-", "no match"))
+            for rank, match in enumerate(found, start=1):
+                precursor = match.metadata.get("precursor_mz")
+                rows.append((
+                    query, str(rank), match.id, f"{match.score:.4f}",
+                    f"{precursor:.4f}" if isinstance(precursor, int | float) else "-",
+                    str(match.metadata.get("name", "-")),
+                ))
+        widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        for row in rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False))
+                         + "  " + row[5])
+        return "\n".join(lines)
+
+    __str__ = describe
+
+
 # Requests and responses (no I/O)
 
 
@@ -307,6 +398,203 @@ def _prediction(info: ModelInfo, response: pb.ModelInferResponse, index: Any = N
     return Prediction(response.model_name, response.model_version, outputs, info.labels, index)
 
 
+# Searches (no I/O)
+
+
+@dataclass(frozen=True)
+class _Library:
+    """What the client keeps about a spectral library: its summary, and how many queries
+    one request may carry (0: any number)."""
+
+    summary: dict
+    max_batch_size: int
+
+    def batches(self, count: int) -> list[tuple[int, int]]:
+        """The [start, stop) ranges of `count` queries, one request each."""
+        size = self.max_batch_size or count
+        return [(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def _library(name: str, config: pb.ModelConfigResponse) -> _Library:
+    platform = config.config.platform
+    if platform != SEARCH_PLATFORM:
+        raise ClientError(f"model '{name}' is not a spectral library: its platform is "
+                          f"{platform or 'not given'}, a library's is {SEARCH_PLATFORM}")
+    parameters = config.config.parameters
+    text = parameters["library"].string_value if "library" in parameters else ""
+    try:
+        summary = json.loads(text) if text else {}
+    except ValueError:
+        raise ClientError(f"library '{name}': the 'library' parameter of its ModelConfig is "
+                          "not JSON") from None
+    return _Library(summary if isinstance(summary, dict) else {},
+                    max(0, config.config.max_batch_size))
+
+
+@dataclass(frozen=True)
+class _Queries:
+    """Query spectra as the library takes raw peaks: zero-padded rows and their lengths."""
+
+    ids: list[str]
+    mz: np.ndarray  # float32 [queries, most peaks]
+    intensity: np.ndarray  # float32, the same shape
+    n_peaks: np.ndarray  # int32 [queries]
+    precursor_mz: np.ndarray  # float32 [queries], NaN: none
+
+
+def _named(position: int, query_id: str) -> str:
+    default = f"query {position}"
+    return default if query_id == default else f"{default} ('{query_id}')"
+
+
+def _peak_values(who: str, what: str, value: object) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise ClientError(f"{who}: its {what} cannot be read as numbers: {exc}") from None
+    if array.ndim != 1:
+        raise ClientError(f"{who}: its {what} must be one flat list, not of shape "
+                          f"{list(array.shape)}")
+    return array
+
+
+def _query(position: int, query: object) -> tuple[str, np.ndarray, np.ndarray, float]:
+    """A query's id, m/z values, intensities and precursor m/z (NaN: none)."""
+    if isinstance(query, Spectrum):
+        query_id, mz, intensity = query.id, query.mz, query.intensity
+        precursor: object = query.precursor_mz
+    elif isinstance(query, Mapping):
+        given = query.get("id")
+        query_id = f"query {position}" if given is None else str(given)
+        unknown = [repr(k) for k in query if k not in QUERY_KEYS]
+        missing = [k for k in ("mz", "intensity") if k not in query]
+        if unknown or missing:
+            said = [f"no key {', '.join(unknown)}"] if unknown else []
+            said += [f"missing {' and '.join(missing)}"] if missing else []
+            raise ClientError(f"{_named(position, query_id)}: {'; '.join(said)} (a query's "
+                              f"keys are {', '.join(QUERY_KEYS)})")
+        mz, intensity, precursor = query["mz"], query["intensity"], query.get("precursor_mz")
+    else:
+        raise ClientError(f"query {position} ({type(query).__name__}) is neither a "
+                          "spectra.mgf.Spectrum nor a dict with keys " + ", ".join(QUERY_KEYS))
+    who = _named(position, query_id)
+    mz = _peak_values(who, "m/z values", mz)
+    intensity = _peak_values(who, "intensities", intensity)
+    if mz.size != intensity.size:
+        raise ClientError(f"{who}: {mz.size} m/z values but {intensity.size} intensities")
+    if precursor is None:
+        return query_id, mz, intensity, math.nan
+    if isinstance(precursor, bool) or not isinstance(precursor, numbers.Real):
+        raise ClientError(f"{who}: precursor_mz {precursor!r} is not a number")
+    return query_id, mz, intensity, float(precursor)
+
+
+def _search_queries(spectra: object) -> _Queries:
+    """The queries of an MGF file's path or of an iterable of Spectrum or dicts, checked
+    only for what the client needs to send them; the peaks are the library's to judge."""
+    if isinstance(spectra, str | os.PathLike):
+        path = os.fspath(spectra)
+        try:
+            spectra = list(read_mgf(path))
+        except OSError as exc:
+            raise ClientError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:  # MgfError (which names the file and line), or not text
+            said = str(exc)
+            raise ClientError(said if said.startswith(path) else f"{path}: {said}") from None
+    elif isinstance(spectra, Spectrum | Mapping):
+        raise ClientError("spectra: one spectrum given; pass a list of them (or an MGF "
+                          "file's path)")
+    elif not isinstance(spectra, Iterable):
+        raise ClientError(f"spectra: give an MGF file's path or a list of spectra (got "
+                          f"{type(spectra).__name__})")
+    read = [_query(position, query) for position, query in enumerate(spectra)]
+    if not read:
+        raise ClientError("no query spectra given")
+    width = max(1, max(mz.size for _, mz, _, _ in read))
+    mz = np.zeros((len(read), width), dtype=np.float32)
+    intensity = np.zeros_like(mz)
+    for row, (_, peaks, heights, _) in enumerate(read):
+        mz[row, :peaks.size] = peaks
+        intensity[row, :heights.size] = heights
+    return _Queries(
+        ids=[query_id for query_id, _, _, _ in read], mz=mz, intensity=intensity,
+        n_peaks=np.array([peaks.size for _, peaks, _, _ in read], dtype=np.int32),
+        precursor_mz=np.array([p for _, _, _, p in read], dtype=np.float32),
+    )
+
+
+def _search_parameters(
+    top_k: int, precursor_tolerance: float | None, min_score: float | None
+) -> dict[str, pb.InferParameter]:
+    """The request parameters; their ranges are the library's to check."""
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral):
+        raise ClientError(f"top_k must be a whole number, not {top_k!r}")
+    if not -2**63 <= top_k < 2**63:
+        raise ClientError(f"top_k {top_k} is out of range")
+    parameters = {"top_k": pb.InferParameter(int64_param=int(top_k))}
+    for name, value in (("precursor_tolerance", precursor_tolerance), ("min_score", min_score)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ClientError(f"{name} must be a number, not {value!r}")
+        parameters[name] = pb.InferParameter(double_param=float(value))
+    return parameters
+
+
+def _search_request(
+    library: str, version: str, queries: _Queries, rows: slice,
+    parameters: Mapping[str, pb.InferParameter], with_precursor: bool,
+) -> pb.ModelInferRequest:
+    """The ModelInfer request for queries[rows]: raw peaks padded to the longest of them,
+    and their precursor m/z when a window is asked for."""
+    request = pb.ModelInferRequest(model_name=library, model_version=version)
+    for name, value in parameters.items():
+        request.parameters[name].CopyFrom(value)
+    n_peaks = queries.n_peaks[rows]
+    width = max(1, int(n_peaks.max()))
+    inputs = [("mz", "FP32", queries.mz[rows, :width]),
+              ("intensity", "FP32", queries.intensity[rows, :width]),
+              ("n_peaks", "INT32", n_peaks)]
+    if with_precursor:
+        inputs.append(("precursor_mz", "FP32", queries.precursor_mz[rows]))
+    for name, datatype, array in inputs:
+        request.inputs.add(name=name, datatype=datatype, shape=array.shape)
+        request.raw_input_contents.append(codecs.encode_raw(np.ascontiguousarray(array)))
+    return request
+
+
+def _search_matches(response: pb.ModelInferResponse, rows: int) -> list[list[Match]]:
+    """Each query's matches from a library's answer, the padding columns (id "") left out."""
+    raw = response.raw_output_contents
+    outputs = {}
+    try:
+        for position, tensor in enumerate(response.outputs):
+            buffer = raw[position] if position < len(raw) else None
+            outputs[tensor.name] = tensors.decode_output(tensor, buffer, tensor.datatype)
+    except ServingError as exc:
+        raise ClientError(f"the server's answer cannot be read: {exc.message}") from None
+    missing = [name for name in ("ids", "scores", "metadata") if name not in outputs]
+    if missing:
+        raise ClientError(f"the server's answer lacks the output {', '.join(missing)}")
+    ids, scores, metadata = outputs["ids"], outputs["scores"], outputs["metadata"]
+    if ids.ndim != 2 or len(ids) != rows or scores.shape != ids.shape \
+            or metadata.shape != ids.shape:
+        raise ClientError(f"the server's answer has ids {list(ids.shape)}, scores "
+                          f"{list(scores.shape)} and metadata {list(metadata.shape)} for "
+                          f"{rows} queries")
+    matches = []
+    try:
+        for row in range(rows):
+            matches.append([
+                Match(bytes(ids[row, column]).decode(), float(scores[row, column]),
+                      json.loads(metadata[row, column]))
+                for column in range(ids.shape[1]) if len(ids[row, column])
+            ])
+    except ValueError as exc:  # not UTF-8, or not JSON
+        raise ClientError(f"the server's answer cannot be read: {exc}") from None
+    return matches
+
+
 # Credentials
 
 
@@ -366,6 +654,7 @@ class _Client:
             self._options.append(("grpc.ssl_target_name_override", server_name))
         self._metadata = _bearer(token)
         self._models: dict[tuple[str, str], ModelInfo] = {}
+        self._libraries: dict[tuple[str, str], _Library] = {}
 
     def _error(self, exc: grpc.RpcError, timeout: float) -> ClientError:
         code = exc.code()
@@ -407,6 +696,39 @@ class _Client:
             if error.code is None or error.code in STALE_CODES:
                 self._models.pop(key, None)
             raise
+
+    def _search_steps(
+        self, library: str, spectra: object, top_k: int, precursor_tolerance: float | None,
+        min_score: float | None, version: str,
+    ) -> Steps:
+        queries = _search_queries(spectra)
+        parameters = _search_parameters(top_k, precursor_tolerance, min_score)
+        key = (library, version)
+        found = self._libraries.get(key)
+        try:
+            if found is None:
+                config = yield _Call("ModelConfig",
+                                     pb.ModelConfigRequest(name=library, version=version))
+                found = self._libraries[key] = _library(library, config)
+            batches = found.batches(len(queries.ids))
+            matches: list[list[Match]] = []
+            for start, stop in batches:
+                request = _search_request(library, version, queries, slice(start, stop),
+                                          parameters, precursor_tolerance is not None)
+                try:
+                    response = yield _Call("ModelInfer", request)
+                except ClientError as error:
+                    if len(batches) == 1 or error.code != "INVALID_ARGUMENT":
+                        raise
+                    # the server counts the rows of its own request: say which they are
+                    raise ClientError(f"queries {start}..{stop - 1}, sent together: {error}",
+                                      error.code) from None
+                matches += _search_matches(response, stop - start)
+        except ClientError as error:
+            if error.code is None or error.code in STALE_CODES:
+                self._libraries.pop(key, None)
+            raise
+        return SearchResults(queries.ids, matches, dict(found.summary))
 
     def _models_steps(self) -> Steps:
         index = yield _Call("RepositoryIndex", pb.RepositoryIndexRequest())
@@ -494,6 +816,21 @@ class Client(_Client):
         (columns matched to the model's feature names), or {input name: values}."""
         return self._drive(self._predict_steps(model, x, version), timeout)
 
+    def search(
+        self, library: str, spectra: object, top_k: int = 10, *,
+        precursor_tolerance: float | None = None, min_score: float | None = None,
+        version: str = "", timeout: float | None = None,
+    ) -> SearchResults:
+        """The `top_k` entries of the spectral library `library` most like each query, best
+        first. `spectra`: an MGF file's path, or an iterable of `spectra.mgf.Spectrum` or of
+        dicts {"mz": [...], "intensity": [...], "precursor_mz": 301.1, "id": "..."}
+        ("precursor_mz" and "id" optional). With `precursor_tolerance`, only entries whose
+        precursor m/z is within it of the query's qualify (a query without one is not
+        windowed); with `min_score`, only entries scoring at least that. More queries than
+        the library takes at once go in several requests, under the one timeout."""
+        return self._drive(self._search_steps(library, spectra, top_k, precursor_tolerance,
+                                              min_score, version), timeout)
+
     def metadata(self, name: str, version: str = "", timeout: float | None = None) -> ModelInfo:
         """The model's inputs, outputs, labels, feature names, description and versions
         (asked anew, and kept for `predict`)."""
@@ -546,6 +883,15 @@ class AsyncClient(_Client):
         self, model: str, x: object, version: str = "", timeout: float | None = None
     ) -> Prediction:
         return await self._drive(self._predict_steps(model, x, version), timeout)
+
+    async def search(
+        self, library: str, spectra: object, top_k: int = 10, *,
+        precursor_tolerance: float | None = None, min_score: float | None = None,
+        version: str = "", timeout: float | None = None,
+    ) -> SearchResults:
+        return await self._drive(self._search_steps(library, spectra, top_k,
+                                                    precursor_tolerance, min_score, version),
+                                 timeout)
 
     async def metadata(
         self, name: str, version: str = "", timeout: float | None = None
