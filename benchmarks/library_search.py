@@ -164,7 +164,7 @@ def _queries(mgf: Path):
 def measure(size: int, a: argparse.Namespace) -> dict:
     from spectra.binning import bin_padded
 
-    work = CACHE / str(size)
+    work = a.cache / str(size)
     work.mkdir(parents=True, exist_ok=True)
     mgf, queries_mgf = work / "library.mgf", work / "queries.mgf"
     result: dict = {"size": size}
@@ -411,12 +411,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--cache", type=Path, default=CACHE,
+                        help=f"where the libraries are simulated and built [{CACHE}]")
     a = parser.parse_args()
     results = [measure(int(size), a) for size in a.sizes.split(",")]
     command = "python -m benchmarks.library_search " + " ".join(sys.argv[1:])
     text = markdown(results, command.strip())
     print(text)
-    (CACHE / "last-run.json").write_text(json.dumps(results, indent=2, default=str))
+    (a.cache / "last-run.json").write_text(json.dumps(results, indent=2, default=str))
     if not a.no_write:
         write_section(text, a.output)
         print(f"wrote the section into {a.output}")

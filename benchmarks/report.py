@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import os
 import platform
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -399,3 +400,11 @@ def markdown(run: Run, elapsed_s: float) -> str:
         out += ["## Not measured, or failed, in this run", "", "| row | why |", "|---|---|",
                 *[f"| {k} | {v.replace('|', '/')} |" for k, v in run.unavailable.items()], ""]
     return "\n".join(out)
+
+
+def kept_sections(previous: str) -> str:
+    """The sections other commands wrote into BENCHMARKS.md between `<!-- kept: NAME -->`
+    and `<!-- /kept: NAME -->` (benchmarks/library_search.py's), carried over unchanged when
+    this run rewrites the rest of the file."""
+    kept = re.findall(r"(<!-- kept: ([\w.-]+) -->.*?<!-- /kept: \2 -->)", previous, re.S)
+    return "".join(f"\n{block}\n" for block, _ in kept)

@@ -415,7 +415,8 @@ def write(run: Run, a: argparse.Namespace) -> None:
     from benchmarks import report
 
     elapsed = time.monotonic() - run.started
-    a.output.write_text(report.markdown(run, elapsed))
+    previous = a.output.read_text() if a.output.exists() else ""
+    a.output.write_text(report.markdown(run, elapsed) + report.kept_sections(previous))
     a.json.parent.mkdir(parents=True, exist_ok=True)
     a.json.write_text(json.dumps({"points": run.points, "floors": run.floors,
                                   "starts": run.starts, "unavailable": run.unavailable,

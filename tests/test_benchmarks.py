@@ -20,6 +20,14 @@ def _table_rows(text: str, heading: str) -> list[list[str]]:
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
 
 
+def _subsection_rows(text: str, heading: str) -> list[list[str]]:
+    """The data rows of the table under the `### heading...` subsection."""
+    section = text.split(f"\n### {heading}", 1)[1].split("\n#", 1)[0]
+    table = section.split("\n|", 1)[1].split("\n\n", 1)[0]  # the first table only
+    rows = ("|" + table).splitlines()
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
 def _number(cell: str) -> float:
     """The median of a 'median (min-max)' cell."""
     match = re.match(r"([\d,]+(?:\.\d+)?)", cell)
@@ -29,6 +37,8 @@ def _number(cell: str) -> float:
 
 def test_tiny_run_writes_the_tables(tmp_path: Path) -> None:
     output = tmp_path / "BENCHMARKS.md"
+    kept = "<!-- kept: library_search -->\n## Search\nfigures\n<!-- /kept: library_search -->"
+    output.write_text(f"# an older run\n\n{kept}\n")
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.run", "--tiny", "--output", str(output),
          "--json", str(tmp_path / "points.json")],
@@ -37,6 +47,7 @@ def test_tiny_run_writes_the_tables(tmp_path: Path) -> None:
     text = output.read_text()
     for heading in ("## Machine", "## Versions", "## Load", "## Commands", "## Targets"):
         assert heading in text
+    assert "an older run" not in text and kept in text  # another command's section survives
 
     rows = _table_rows(text, "penguins: throughput")
     seen = {(row[0], row[1]) for row in rows}
@@ -52,3 +63,25 @@ def test_tiny_run_writes_the_tables(tmp_path: Path) -> None:
     floor = _table_rows(text, "Raw ONNX Runtime")
     assert floor and all(_number(row[3]) > 0 for row in floor)
     assert (tmp_path / "points.json").exists()
+
+
+def test_the_library_search_benchmark_runs_and_writes_its_section(tmp_path: Path) -> None:
+    """benchmarks/library_search.py at a toy size: every table gets its rows and the section
+    replaces the previous one between its markers."""
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text("# head\n\n<!-- kept: library_search -->\nold\n"
+                      "<!-- /kept: library_search -->\n\n## after\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.library_search", "--sizes", "1500", "--duration",
+         "0.5", "--warmup", "0.2", "--output", str(output), "--cache", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    text = output.read_text()
+    assert text.startswith("# head") and text.rstrip().endswith("## after")
+    assert "\nold\n" not in text and text.count("<!-- kept: library_search -->") == 1
+    served = _subsection_rows(text, "Served search")
+    assert {row[1] for row in served} == {"exact", "ann"}
+    for row in served:
+        assert _number(row[2]) > 0 and float(row[5]) >= 0.9, row
+    built = _subsection_rows(text, "Build")
+    assert float([row for row in built if row[1] == "ann"][0][7]) >= 0.99
