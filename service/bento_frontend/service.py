@@ -4,7 +4,9 @@ One process, one DataPlane (one repository, one ONNX Runtime session per model v
 set of counters), three ways in:
 
 - BentoML APIs: `POST /models` (signatures and cards), `POST /predict` (JSON tensors in and
-  out, plus labels with probabilities for classifiers); OpenAPI docs at `/`;
+  out, plus labels with probabilities for classifiers), `POST /search` (peak lists in, the
+  best matches of a spectral library out; a JSON translation of one call to a search model,
+  `service.search.model`); OpenAPI docs at `/`;
 - the KServe v2 REST paths under `/v2`, a small Starlette app mounted next to the APIs;
 - the gRPC frontend (Open Inference Protocol v2, as `zooserve serve`), started in the startup
   hook on `ZOOSERVE_GRPC_PORT` and stopped in the shutdown hook.
@@ -42,6 +44,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import json
 import logging
 import math
 import os
@@ -57,17 +61,19 @@ import numpy as np
 from bentoml._internal.bento import bento as bentoml_bento
 from bentoml.models import BentoModel
 from grpc_health.v1 import health_pb2
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service import metrics
 from service.bento_frontend import store
-from service.dataplane import DataPlane, InferenceRequest
-from service.errors import invalid_argument
+from service.dataplane import DataPlane, InferenceRequest, InferenceResponse
+from service.errors import invalid_argument, not_found, quoted
 from service.grpc_frontend.server import INFERENCE_SERVICE, GrpcFrontend, start_grpc_server
 from service.http_frontend import tensors
 from service.http_frontend.rest import build_v2_app
 from service.http_frontend.status import error_response
+from service.limits import MAX_ID_LENGTH
 from service.ports import check_port_free
+from service.search.model import SearchModel
 from service.security import (
     BENTO_HEALTH_PATHS,
     PLAINTEXT,
@@ -90,6 +96,32 @@ MODEL_SOURCES = ("folder", "store")
 BENTO_HTTP_PORT = 3000  # BentoML's own default, unless ZOOSERVE_HTTP_PORT says otherwise
 
 PENGUIN_EXAMPLE = {"features": [[39.1, 18.7, 181.0, 3750.0]]}
+SEARCH_EXAMPLE = {
+    "spectra": [{"mz": [81.07, 109.1, 137.06, 175.12, 239.15, 301.14],
+                 "intensity": [12.0, 40.0, 100.0, 8.5, 31.0, 22.0],
+                 "precursor_mz": 301.14, "id": "scan-17"}],
+    "top_k": 5,
+}
+
+
+class SearchBody(BaseModel):
+    """The body of `POST /search`, for the OpenAPI page. Every field is read as it came (Any,
+    unknown fields kept) and checked by `search_request`, so a mistake is a 400 naming the
+    field in zooserve's words rather than pydantic's."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"example": SEARCH_EXAMPLE})
+
+    spectra: Annotated[Any, Field(
+        description='required: [{"mz": [...], "intensity": [...], "precursor_mz": 301.1, '
+        '"id": "..."}], one peak list per query (precursor_mz and id optional), at most the '
+        "library's maximum batch size")] = None
+    library: Annotated[Any, Field(
+        description="the library (search model) to search; optional when one is served")] = None
+    top_k: Annotated[Any, Field(description="matches per spectrum, 1 to 100 [10]")] = None
+    min_score: Annotated[Any, Field(description="leave out matches scoring below this")] = None
+    precursor_tolerance: Annotated[Any, Field(
+        description="m/z; given, only entries within it of each spectrum's precursor_mz "
+        "match (spectra without one are not windowed)")] = None
 
 
 def _zoo_in_store() -> list[str]:
@@ -305,6 +337,33 @@ class ZooServe:
         except Exception as exc:
             return error_response(exc, f"predict {model}")  # type: ignore[return-value]
 
+    @bentoml.api(route="/search")
+    async def search(self, request: SearchBody, /) -> dict[str, Any]:
+        """Search a spectral library with peak lists: for each spectrum its best matches
+        (id, cosine score and the entry's fields), best first, and the library searched.
+        `library` may be left out when one library is served; the precursor window applies
+        only when `precursor_tolerance` is given."""
+        # The fields sent, unknown ones too, as they came (model_dump would copy them).
+        body = {key: getattr(request, key) for key in request.model_fields_set}
+        library = body.get("library")
+        try:
+            received = time.perf_counter_ns()
+            check_search_fields(body)
+            model = served_library(self.dataplane, library)
+            query_ids: list[object] = []
+
+            def decode() -> InferenceRequest:  # off the event loop when large
+                inference, ids = search_request(model, body, received)
+                query_ids.extend(ids)
+                return inference
+
+            answer = functools.partial(search_answer, query_ids, model.library.summary())
+            size = _peak_bytes(body["spectra"], model.max_batch_size)
+            return await self.dataplane.infer_message(model, decode, size, answer)
+        except Exception as exc:
+            where = "search" if library is None else f"search {quoted(library)}"
+            return error_response(exc, where)  # type: ignore[return-value]
+
 
 def _refuse_non_finite_json_numbers(inputs: object, arrays: dict) -> None:
     """BentoML's JSON parser reads the literals NaN and Infinity, and numbers beyond a
@@ -337,6 +396,193 @@ def _holds_non_finite_number(values: object) -> bool:
     if isinstance(values, list | tuple):
         return any(_holds_non_finite_number(v) for v in values)
     return False
+
+
+# POST /search: JSON to one call of a search model (service.search.model) and back. The search
+# itself (binning, embedding, windows, scores) is the model's; these only translate.
+
+SEARCH_FIELDS = ("spectra", "library", "top_k", "min_score", "precursor_tolerance")
+SPECTRUM_FIELDS = ("mz", "intensity", "precursor_mz", "id")
+# The search parameters of the core, sent as given (the model checks and names them).
+SEARCH_PARAMETERS = ("top_k", "min_score", "precursor_tolerance")
+# Peak lists are zero-padded to the longest one: at most this many cells per padded array
+# (64 MiB of FP32), so one long spectrum among many short ones cannot make a huge batch.
+MAX_PADDED_PEAKS = 1 << 24
+
+
+def check_search_fields(body: dict[str, Any]) -> None:
+    """The body's keys: `spectra` present, nothing unknown (a misspelt `top_k` would
+    otherwise be ignored without a word)."""
+    unknown = [key for key in body if key not in SEARCH_FIELDS]
+    if unknown:
+        raise invalid_argument(
+            f"{quoted(unknown[0])} is not a field of a search; its fields are: spectra "
+            "(required), " + ", ".join(SEARCH_FIELDS[1:]))
+    if body.get("spectra") is None:
+        raise invalid_argument(
+            'spectra: required: a list of {"mz": [...], "intensity": [...]} peak lists '
+            '(each with an optional "precursor_mz" and "id")')
+
+
+def served_library(dataplane: DataPlane, name: object) -> SearchModel:
+    """The search model called `name`; None: the only library served. NOT_FOUND names the
+    libraries served."""
+    libraries = sorted({m.name for m in dataplane.models() if isinstance(m, SearchModel)})
+    served = ", ".join(libraries) or "none"
+    if name is None:
+        if len(libraries) == 1:
+            name = libraries[0]
+        elif libraries:
+            raise invalid_argument(f"library: {len(libraries)} libraries are served "
+                                   f"({served}); name the one to search")
+        else:
+            raise not_found("no spectral library is served (a library is a version folder "
+                            "holding library.json; `zooserve library build` makes one)")
+    if not isinstance(name, str):
+        raise invalid_argument(f"library: must be a library's name (a string); "
+                               f"libraries served: {served}")
+    if name in libraries:
+        model = dataplane.model(name)
+        if isinstance(model, SearchModel):
+            return model
+    if name in dataplane.names():
+        raise not_found(f"library: model {quoted(name)} is not a spectral library; "
+                        f"libraries served: {served}")
+    why = " (it failed to load; the server log says why)" \
+        if name in dataplane.failed_names() else ""
+    raise not_found(f"library {quoted(name)} not found{why}; libraries served: {served}")
+
+
+def search_request(
+    model: SearchModel, body: dict[str, Any], received: int
+) -> tuple[InferenceRequest, list[object]]:
+    """The core request for the body's spectra (padded peaks, and precursors when a window is
+    asked for) and its parameters, with each query's id."""
+    spectra = body["spectra"]
+    if not isinstance(spectra, list) or not spectra:
+        raise invalid_argument("spectra: must be a non-empty list of peak lists")
+    if len(spectra) > model.max_batch_size:
+        raise invalid_argument(
+            f"spectra: {len(spectra)} given, at most {model.max_batch_size} per request "
+            f"(the maximum batch size of {quoted(model.name)}); send them in several requests")
+    queries = [_spectrum(row, spectrum) for row, spectrum in enumerate(spectra)]
+    width = max(1, max(len(mz) for mz, _, _, _ in queries))
+    if len(queries) * width > MAX_PADDED_PEAKS:
+        raise invalid_argument(
+            f"spectra: {len(queries)} spectra of up to {width} peaks exceed "
+            f"{MAX_PADDED_PEAKS} peaks once padded to the longest; send fewer per request")
+    mz = np.zeros((len(queries), width), dtype=np.float32)
+    intensity = np.zeros_like(mz)
+    for row, (peaks_mz, peaks_intensity, _, _) in enumerate(queries):
+        mz[row, :len(peaks_mz)] = peaks_mz
+        intensity[row, :len(peaks_intensity)] = peaks_intensity
+    inputs = {"mz": mz, "intensity": intensity,
+              "n_peaks": np.array([len(q[0]) for q in queries], dtype=np.int32)}
+    parameters = {k: body[k] for k in SEARCH_PARAMETERS if body.get(k) is not None}
+    if "precursor_tolerance" in parameters:
+        inputs["precursor_mz"] = np.array([q[2] for q in queries], dtype=np.float32)
+    request = InferenceRequest(model=model, inputs=inputs, parameters=parameters,
+                               received_ns=received)
+    return request, [q[3] for q in queries]
+
+
+def _peak_bytes(spectra: object, most: int) -> int:
+    """About the bytes of FP32 peaks the body's spectra make (what DataPlane.infer_message
+    weighs to decode them on or off the event loop), counted before they are checked."""
+    if not isinstance(spectra, list):
+        return 0
+    return 8 * sum(len(s.get("mz") or ()) for s in spectra[:most + 1]
+                   if isinstance(s, dict) and isinstance(s.get("mz"), list))
+
+
+def _spectrum(row: int, spectrum: object) -> tuple[np.ndarray, np.ndarray, float, object]:
+    """One body spectrum as (m/z, intensities, precursor m/z or NaN, id or None)."""
+    where = f"spectra[{row}]"
+    if not isinstance(spectrum, dict):
+        raise invalid_argument(f'{where}: must be an object {{"mz": [...], "intensity": '
+                               f'[...]}}, got {_json_type(spectrum)}')
+    unknown = [key for key in spectrum if key not in SPECTRUM_FIELDS]
+    if unknown:
+        raise invalid_argument(f"{where}: {quoted(unknown[0])} is not a field of a spectrum; "
+                               f"its fields are: {', '.join(SPECTRUM_FIELDS)}")
+    for key in ("mz", "intensity"):
+        if spectrum.get(key) is None:
+            raise invalid_argument(f"{where}.{key}: required: a list of numbers")
+    mz = _numbers(spectrum["mz"], f"{where}.mz")
+    intensity = _numbers(spectrum["intensity"], f"{where}.intensity")
+    if len(mz) != len(intensity):
+        raise invalid_argument(
+            f"{where}.mz and {where}.intensity differ in length ({len(mz)} m/z values, "
+            f"{len(intensity)} intensities); give one intensity per m/z")
+    precursor = spectrum.get("precursor_mz")
+    if precursor is None:
+        precursor = math.nan
+    elif not _is_number(precursor) or not 0 < precursor < np.finfo(np.float32).max:
+        raise invalid_argument(f"{where}.precursor_mz: {_shown(precursor)} is not a positive "
+                               "m/z (leave it out, or null, for none)")
+    query_id = spectrum.get("id")
+    if query_id is not None and (not isinstance(query_id, str | int) or isinstance(query_id, bool)
+                                 or len(str(query_id)) > MAX_ID_LENGTH):
+        raise invalid_argument(f"{where}.id: must be a string or an integer of at most "
+                               f"{MAX_ID_LENGTH} characters")
+    return mz, intensity, float(precursor), query_id
+
+
+def _numbers(values: object, where: str) -> np.ndarray:
+    """A JSON list of numbers as FP32, every element a finite number FP32 can hold."""
+    if not isinstance(values, list):
+        raise invalid_argument(f"{where}: must be a list of numbers, got {_json_type(values)}")
+    if not set(map(type, values)) <= {int, float}:  # (a loop in C) then find the culprit
+        place = next(place for place, value in enumerate(values) if not _is_number(value))
+        raise invalid_argument(f"{where}[{place}]: {_shown(values[place])} is not a number")
+    with np.errstate(over="ignore"):
+        try:
+            array = np.array(values, dtype=np.float64).astype(np.float32)
+        except OverflowError:  # an integer beyond a double's range
+            array = np.array([float("inf") if abs(v) > 1e308 else v for v in values],
+                             dtype=np.float64).astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        raise invalid_argument(
+            f"{where}[{bad[0]}]: {_shown(values[bad[0]])} is not a finite number an FP32 can "
+            "hold (NaN, Infinity and numbers beyond about 3.4e38 are refused)")
+    return array
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+             type(None): "null"}
+    return names.get(type(value), "a number")
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def search_answer(
+    query_ids: list[object], library: dict[str, Any], response: InferenceResponse
+) -> dict[str, Any]:
+    """The core's [queries, k] ids, scores and metadata as one list of matches per query,
+    best first; columns without a match are left out."""
+    ids, scores = response.outputs["ids"], response.outputs["scores"]
+    metadata = response.outputs["metadata"]
+    results = []
+    for row, query_id in enumerate(query_ids):
+        matches = [_match(ids[row, column], scores[row, column], metadata[row, column])
+                   for column in range(ids.shape[1]) if ids[row, column]]
+        results.append({"query": row, "id": query_id, "matches": matches})
+    return {"results": results, "library": library}
+
+
+def _match(entry_id: bytes, score: np.float32, metadata: bytes) -> dict[str, Any]:
+    fields = json.loads(metadata)
+    return {"id": entry_id.decode(), "score": float(score),
+            **{key: value for key, value in fields.items() if key not in ("id", "score")}}
 
 
 def _stop_bentoml_serve() -> None:

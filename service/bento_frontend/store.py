@@ -3,13 +3,18 @@
 `import_repository` copies each `<name>/<version>/` of a repository folder into the store as
 the BentoML model `<name>:<version>` (model.onnx and card.json as files; the card also as
 metadata, the labels and task as labels), made with `bentoml.models.create` (bentoml.onnx is
-deprecated in 1.4). `repository_from_store` lays the stored models out again as
-`<folder>/<name>/<version>/` (symbolic links, no copies), so the core loads them exactly as it
-loads a repository folder: one loader, one set of rules. `select_zoo_tags` says which stored
-models a service (and so a Bento) declares."""
+deprecated in 1.4). A spectral library's version folder (library.json instead of model.onnx,
+service/search/library.py) is stored with every file of its bundle, and records the embedding
+model it was built with under `metadata.requires`: importing some models imports the embedding
+models their libraries need, and a service that declares a library declares them too.
+`repository_from_store` lays the stored models out again as `<folder>/<name>/<version>/`
+(symbolic links, no copies), so the core loads them exactly as it loads a repository folder:
+one loader, one set of rules. `select_zoo_tags` says which stored models a service (and so a
+Bento) declares."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Collection
@@ -20,7 +25,15 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import BentoMLException, NotFound
 
-from service.layout import CARD_FILE, MODEL_FILE, SERVING_FILE, scan_repository, sha256_of_file
+from service.layout import (
+    CARD_FILE,
+    LIBRARY_FILE,
+    MODEL_FILE,
+    SERVING_FILE,
+    ModelEntry,
+    scan_repository,
+    sha256_of_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,49 +66,107 @@ def import_repository(
     root: Path, force: bool = False, names: Collection[str] | None = None
 ) -> list[ImportResult]:
     """Put every model version of the repository folder into the model store (only the
-    models called `names`, every version of each, when given)."""
-    results = []
-    for entry in scan_repository(root):
-        if names is not None and entry.name not in names:
-            continue
+    models called `names`, every version of each, when given, with the embedding models
+    their libraries need). A library whose embedding model is not in the repository is
+    skipped, with the reason."""
+    entries = scan_repository(root)
+    chosen = [e for e in entries if names is None or e.name in names]
+    needs: dict[str, str] = {}  # a library's tag -> the tag of its embedding model
+    problems: dict[str, str] = {}
+    for entry in [e for e in chosen if e.path.name == LIBRARY_FILE]:
         tag = f"{entry.name}:{entry.version}"
-        sha = sha256_of_file(entry.path)
-        existing = _stored(tag)
-        if existing is not None:
-            if existing.info.metadata.get("sha256") == sha and not force:
-                results.append(ImportResult(tag, "unchanged"))
-                continue
-            if not force:
-                why = "a different model has this tag; --force replaces it"
-                results.append(ImportResult(tag, "skipped", why))
-                continue
-            bentoml.models.delete(tag)
-        card = entry.read_card()
-        labels = {
-            ZOO_LABEL: ZOO_LABEL_VALUE,
-            "repository_name": entry.name,
-            "repository_version": str(entry.version),
-            "task": str(card.get("task", "")),
-        }
-        metadata = {
-            "card": _without_nulls(card),
-            "class_labels": card.get("labels") or [],
-            "sha256": sha,
-            "source": str(entry.path.parent.resolve()),
-        }
         try:
-            with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
-                shutil.copy2(entry.path, Path(model.path) / MODEL_FILE)
-                # The card beside the model; how the model is served (serving.json, kept
-                # beside the version folders in a repository) travels with each version.
-                for source in (entry.folder / CARD_FILE, entry.folder.parent / SERVING_FILE):
-                    if source.exists():
-                        shutil.copy2(source, Path(model.path) / source.name)
-        except ValueError as exc:  # e.g. a name BentoML's tags do not allow
-            results.append(ImportResult(tag, "skipped", str(exc)))
+            needed = _embedding_model_of(entry)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems[tag] = f"not a readable library: {exc}"
             continue
-        results.append(ImportResult(tag, "replaced" if existing is not None else "imported"))
+        found = [e for e in entries if (e.name, e.version) == needed]
+        if not found or found[0].path.name != MODEL_FILE:
+            problems[tag] = (f"its embedding model {needed[0]} version {needed[1]} is not in "
+                             f"'{root}' (a library is served beside the model it was built "
+                             "with)")
+            continue
+        needs[tag] = f"{needed[0]}:{needed[1]}"
+        if found[0] not in chosen:
+            chosen.append(found[0])
+    results = []
+    for entry in sorted(chosen, key=lambda e: (e.name, e.version)):
+        tag = f"{entry.name}:{entry.version}"
+        if tag in problems:
+            log.warning("not importing %s: %s", tag, problems[tag])
+            results.append(ImportResult(tag, "skipped", problems[tag]))
+            continue
+        results.append(_import_entry(entry, tag, force, needs.get(tag)))
     return results
+
+
+def _embedding_model_of(entry: ModelEntry) -> tuple[str, int]:
+    """(name, version) of the embedding model a library bundle was built with, read from its
+    manifest (plain JSON: the store need not open the library to carry it)."""
+    model = json.loads(entry.path.read_text())["embedding_model"]
+    return str(model["name"]), int(model["version"])
+
+
+def _bundle_files(entry: ModelEntry) -> list[Path]:
+    """What travels into the store for a version: its model file and card; for a library,
+    its manifest, card, every file the manifest records (checked again when it is opened)
+    and a local Qdrant store when that is its backend (service/search/library.py)."""
+    folder = entry.folder
+    if entry.path.name != LIBRARY_FILE:
+        return [entry.path, folder / CARD_FILE]
+    manifest = json.loads(entry.path.read_text())
+    files = [entry.path, folder / CARD_FILE, *(folder / name for name in manifest["files"])]
+    location = str(manifest.get("backend", {}).get("location", ""))
+    if location and "://" not in location and location != ":memory:" \
+            and (folder / location).is_dir():
+        files.append(folder / location)
+    return files
+
+
+def _import_entry(entry: ModelEntry, tag: str, force: bool, needs: str | None) -> ImportResult:
+    # A library's manifest records the sha256 of every file of its bundle, so its own
+    # sha256 stands for the bundle as model.onnx's does for a model.
+    sha = sha256_of_file(entry.path)
+    existing = _stored(tag)
+    if existing is not None:
+        if existing.info.metadata.get("sha256") == sha and not force:
+            return ImportResult(tag, "unchanged")
+        if not force:
+            return ImportResult(tag, "skipped", "a different model has this tag; --force "
+                                "replaces it")
+        bentoml.models.delete(tag)
+    card = entry.read_card()
+    labels = {
+        ZOO_LABEL: ZOO_LABEL_VALUE,
+        "repository_name": entry.name,
+        "repository_version": str(entry.version),
+        "task": str(card.get("task", "")),
+    }
+    metadata: dict[str, Any] = {
+        "card": _without_nulls(card),
+        "class_labels": card.get("labels") or [],
+        "sha256": sha,
+        "source": str(entry.path.parent.resolve()),
+    }
+    if needs is not None:
+        metadata["requires"] = [needs]
+    try:
+        files = _bundle_files(entry)
+        with bentoml.models.create(tag, labels=labels, metadata=metadata) as model:
+            stored = Path(model.path)
+            for source in files:
+                if source.is_dir():
+                    shutil.copytree(source, stored / source.name)
+                elif source.exists():
+                    shutil.copy2(source, stored / source.name)
+            # How the model is served (serving.json, kept beside the version folders in a
+            # repository) travels with each version.
+            serving = entry.folder.parent / SERVING_FILE
+            if serving.exists():
+                shutil.copy2(serving, stored / SERVING_FILE)
+    except (ValueError, KeyError) as exc:  # e.g. a name BentoML's tags do not allow
+        return ImportResult(tag, "skipped", str(exc))
+    return ImportResult(tag, "replaced" if existing is not None else "imported")
 
 
 def _without_nulls(value: Any) -> Any:
@@ -134,10 +205,11 @@ def zoo_tags() -> list[str]:
 
 def select_zoo_tags(requested: str | None = None) -> list[str]:
     """The zoo models to declare: every one in the store, or the comma-separated `requested`
-    ones, where `penguins:1` is that version and `penguins` every stored version of it."""
+    ones, where `penguins:1` is that version and `penguins` every stored version of it; with
+    the embedding model of each library among them."""
     stored = zoo_tags()
     if requested is None:
-        return stored
+        return _with_requirements(stored, stored)
     chosen: list[str] = []
     for item in (part.strip() for part in requested.split(",")):
         if not item:
@@ -151,11 +223,27 @@ def select_zoo_tags(requested: str | None = None) -> list[str]:
                 "puts it there"
             )
         chosen += [t for t in matches if t not in chosen]
-    return sorted(chosen)
+    return _with_requirements(chosen, stored)
+
+
+def _with_requirements(chosen: list[str], stored: list[str]) -> list[str]:
+    """`chosen` and the models they need (a library's embedding model), sorted; a needed
+    model missing from the store is refused, naming both."""
+    tags = set(chosen)
+    for tag in chosen:
+        for needed in bentoml.models.get(tag).info.metadata.get("requires", []):
+            if needed not in stored:
+                raise ZooStoreError(
+                    f"model '{tag}' needs '{needed}', which is not in BentoML's model store "
+                    f"({store_location()}); `zooserve bento import` puts both there")
+            tags.add(needed)
+    return sorted(tags)
 
 
 def repository_from_store(tags: list[str], folder: Path) -> Path:
-    """Lay the stored models out as a repository folder of links; returns the folder."""
+    """Lay the stored models out as a repository folder of links; returns the folder. A
+    library needs its embedding model laid out beside it: a missing one is said here, and the
+    library is then refused when loaded, naming it."""
     for tag in tags:
         model = bentoml.models.get(tag)
         labels = model.info.labels
@@ -163,12 +251,24 @@ def repository_from_store(tags: list[str], folder: Path) -> Path:
         version = labels.get("repository_version", model.tag.version)
         target = folder / name / str(version)
         target.mkdir(parents=True, exist_ok=True)
-        for filename in (MODEL_FILE, CARD_FILE):
-            source = Path(model.path) / filename
+        stored = Path(model.path)
+        if (stored / LIBRARY_FILE).is_file():  # every file of the bundle
+            files = [p for p in sorted(stored.iterdir()) if p.name not in _NOT_BUNDLE]
+        else:
+            files = [stored / MODEL_FILE, stored / CARD_FILE]
+        for source in files:
             if source.exists():
-                (target / filename).symlink_to(source.resolve())
-        serving = Path(model.path) / SERVING_FILE
+                (target / source.name).symlink_to(source.resolve())
+        serving = stored / SERVING_FILE
         if serving.exists() and not (target.parent / SERVING_FILE).exists():
             (target.parent / SERVING_FILE).symlink_to(serving.resolve())
+        for needed in model.info.metadata.get("requires", []):
+            if needed not in tags:
+                log.warning("model %s needs %s, which is not served with it", tag, needed)
         log.info("model %s from the BentoML model store at %s", tag, model.path)
     return folder
+
+
+# What a stored library's folder holds besides its bundle: BentoML's own record of the model,
+# and the serving.json that belongs beside the version folders.
+_NOT_BUNDLE = frozenset({"model.yaml", SERVING_FILE})
