@@ -1,14 +1,8 @@
 """docs/sharing.md, run as written: train the lesson's penguin classifier in a script, save it,
 `zooserve export`, `zooserve serve`, and a colleague's three lines that print species names.
 
-The tutorial is read from the page itself, so the page cannot drift from what works:
-
-- a ```python block whose first line is `# NAME.py` is written to the file NAME.py;
-- every ```sh block runs through bash, in order, in an empty folder, with this environment's
-  `python` and `zooserve` first on PATH;
-- `zooserve serve ...` runs in the background until the end, with free ports added to its
-  flags. The only edit to the page's text is the port: `localhost:8001` becomes the port
-  chosen.
+The tutorial is read from the page itself, so the page cannot drift from what works: its
+steps run as written, in an empty folder (tests/tutorial_pages.py says how).
 
 Then the colleague's answer is compared with what Keras predicts on the same rows."""
 
@@ -16,19 +10,16 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, _wait_until_serving, free_port
+from tests.conftest import ROOT
+from tests.tutorial_pages import STEP_TIMEOUT_S, blocks, page_env, run_page
 
 PAGE = ROOT / "docs" / "sharing.md"
-BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.M | re.S)
-STEP_TIMEOUT_S = 300
 
 # Keras's own answer on the rows the colleague sends: the lesson's step 10, done by hand.
 KERAS_SPECIES = """
@@ -42,7 +33,7 @@ print(json.dumps(list(pd.DataFrame(y_pred, columns=labels).idxmax(axis="columns"
 
 
 def _blocks() -> list[tuple[str, str]]:
-    return [(kind, body) for kind, body in BLOCK.findall(PAGE.read_text())]
+    return blocks(PAGE)
 
 
 def test_the_page_has_the_steps_this_test_runs():
@@ -58,43 +49,9 @@ def test_the_page_has_the_steps_this_test_runs():
 def tutorial(tmp_path_factory):
     """Run the page's steps; yields the folder, the server's port and what each step printed."""
     folder = tmp_path_factory.mktemp("sharing")
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "TF_CPP_MIN_LOG_LEVEL": "3", "ZOOSERVE_DRAIN_DELAY": "0"}
-    env.pop("ZOOSERVE_MODELS", None)
-    port = free_port()
-    printed: dict[str, str] = {}
-    server = None
-    try:
-        for kind, body in _blocks():
-            if kind == "python":
-                name = body.splitlines()[0].removeprefix("# ").strip()
-                assert name.endswith(".py"), f"a python block must start with '# NAME.py': {name}"
-                (folder / name).write_text(body.replace("localhost:8001", f"localhost:{port}"))
-            elif kind == "sh" and body.startswith("zooserve serve"):
-                server = _start_server(body, folder, env, port)
-            elif kind == "sh":
-                done = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=folder,
-                                      env=env, capture_output=True, text=True,
-                                      timeout=STEP_TIMEOUT_S)
-                assert done.returncode == 0, f"{body}\n{done.stdout}\n{done.stderr}"
-                printed[body.split()[1]] = done.stdout  # the script's name, or "export"
-        assert server is not None, "the page never starts the server"
+    env = page_env()
+    with run_page(PAGE, folder, env) as (port, printed):
         yield folder, port, printed, env
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=15)
-
-
-def _start_server(command: str, folder: Path, env: dict, port: int) -> subprocess.Popen:
-    ports = f" --grpc-port {port} --http-port {free_port()} --metrics-port {free_port()}"
-    log_path = folder / "server.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(["bash", "-c", "exec " + command.strip() + ports],
-                                   cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-    _wait_until_serving(f"127.0.0.1:{port}", process, log_path)
-    return process
 
 
 def test_the_colleague_gets_the_species_keras_predicts(tutorial):
