@@ -116,7 +116,8 @@ def _build(args: argparse.Namespace) -> int:
     results = import_repository(root, force=args.force, names=args.only)
     _print_imports(results)
     if any(r.action == "skipped" for r in results):
-        raise fail("not built: the store holds other models under the tags marked skipped")
+        raise fail("not built: the models marked skipped above could not be stored as they are "
+                   "(each one's line says why)")
     tags = sorted(r.tag for r in results)
 
     try:  # from the project root: BentoML reads the bentofile's files relative to it
