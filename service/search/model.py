@@ -129,7 +129,10 @@ class SearchModel(LoadedModel):
         _check_embedding_session(session, library)
         model = cls(name, version, path, session, read_card(folder), max_batch_size, config,
                     library, open_backend(library))
-        model.inline_below_ns = inline_below_ns
+        # A search spends its time in numpy and ONNX Runtime calls that let go of the GIL: on
+        # a thread it leaves the event loop free to take the requests that arrive meanwhile,
+        # which then share the next run. Only one cheaper than a hand-off runs inline.
+        model.inline_below_ns = min(inline_below_ns, INLINE_BELOW_NS)
         model.max_queue_size = config.max_queue_size or max_queue_size
         model.warm_up()
         return model
