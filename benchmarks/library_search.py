@@ -307,7 +307,8 @@ def markdown(results: list[dict], command: str) -> str:
         "",
         "### Build (`zooserve library build`, a process of its own)",
         "",
-        "| entries | backend | build s | of which embedding s | peak RSS MiB | bundle MiB | "
+        "| entries | backend | build s | of which reading, binning, embedding s | peak RSS MiB | "
+        "bundle MiB | "
         "embeddings MiB | ANN recall@10 |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
