@@ -106,13 +106,9 @@ def _rss(pid: int) -> dict[str, float]:
 
 def _request(model: str, spectra, top_k: int = 10) -> bytes:
     from service.grpc_frontend.generated import grpc_service_pb2 as pb
+    from spectra.binning import pad_peaks
 
-    width = max(s.mz.size for s in spectra)
-    mz = np.zeros((len(spectra), width), np.float32)
-    intensity = np.zeros_like(mz)
-    for row, s in enumerate(spectra):
-        mz[row, : s.mz.size], intensity[row, : s.mz.size] = s.mz, s.intensity
-    n_peaks = np.array([s.mz.size for s in spectra], np.int32)
+    mz, intensity, n_peaks = pad_peaks(spectra)
     request = pb.ModelInferRequest(model_name=model)
     for name, array, datatype in (("mz", mz, "FP32"), ("intensity", intensity, "FP32"),
                                   ("n_peaks", n_peaks, "INT32")):
@@ -162,7 +158,7 @@ def _queries(mgf: Path):
 
 
 def measure(size: int, a: argparse.Namespace) -> dict:
-    from spectra.binning import bin_padded
+    from spectra.binning import bin_padded, pad_peaks
 
     work = a.cache / str(size)
     work.mkdir(parents=True, exist_ok=True)
@@ -235,7 +231,7 @@ def measure(size: int, a: argparse.Namespace) -> dict:
     result["points"] = points
 
     embeddings = models / "lib_exact" / "1" / "embeddings.npy"
-    raw = bin_padded(*_padded(queries))
+    raw = bin_padded(*pad_peaks(queries))
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(models / "spectra_embedding" / "1" / "model.onnx"),
@@ -254,15 +250,6 @@ def measure(size: int, a: argparse.Namespace) -> dict:
     result["floor"] = {"read_ms": float(out[0]) * 1000, "matvec_ms": float(out[1]) * 1000}
     shutil.rmtree(models / "lib_ann", ignore_errors=True)
     return result
-
-
-def _padded(spectra):
-    width = max(s.mz.size for s in spectra)
-    mz = np.zeros((len(spectra), width), np.float32)
-    intensity = np.zeros_like(mz)
-    for row, s in enumerate(spectra):
-        mz[row, : s.mz.size], intensity[row, : s.mz.size] = s.mz, s.intensity
-    return mz, intensity, np.array([s.mz.size for s in spectra], np.int32)
 
 
 def _top1(target: str, model: str, queries, originals) -> float:

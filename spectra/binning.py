@@ -80,6 +80,20 @@ class Binning:
 ZOO_BINNING = Binning()
 
 
+def pad_peaks(spectra) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Peak lists (each with `.mz` and `.intensity`, as `spectra.mgf.Spectrum`) the way a
+    request carries them, and `bin_padded` takes them: m/z and intensity zero-padded to the
+    longest list, float32 [B, P], and each list's length, n_peaks int32 [B]."""
+    spectra = list(spectra)
+    width = max((s.mz.size for s in spectra), default=0)
+    mz = np.zeros((len(spectra), width), np.float32)
+    intensity = np.zeros_like(mz)
+    for row, spectrum in enumerate(spectra):
+        mz[row, : spectrum.mz.size] = spectrum.mz
+        intensity[row, : spectrum.intensity.size] = spectrum.intensity
+    return mz, intensity, np.array([s.mz.size for s in spectra], np.int32)
+
+
 def bin_peaks(mz, intensity, binning: Binning = ZOO_BINNING) -> np.ndarray:
     """One spectrum's peaks -> its float32 input vector [bins]."""
     mz = np.asarray(mz, dtype=np.float32).reshape(-1)

@@ -20,6 +20,7 @@ import tritonclient.grpc as grpcclient
 from service.search import library_build
 from service.search.library import EMBEDDINGS_FILE, Library
 from service.search.library_build import LibraryBuildError, build_library
+from spectra.binning import pad_peaks
 from spectra.mgf import Spectrum, write_mgf
 from spectra.simulator import noisy_copy, simulate_library
 from tests.conftest import MODELS, ROOT, run_server
@@ -199,13 +200,7 @@ def _queries(count: int, seed: int):
 
 
 def _ask(client, model: str, spectra, **parameters):
-    width = max(s.mz.size for s in spectra)
-    mz = np.zeros((len(spectra), width), np.float32)
-    intensity = np.zeros_like(mz)
-    for row, s in enumerate(spectra):
-        mz[row, : s.mz.size], intensity[row, : s.mz.size] = s.mz, s.intensity
-    arrays = {"mz": mz, "intensity": intensity,
-              "n_peaks": np.array([s.mz.size for s in spectra], np.int32)}
+    arrays = dict(zip(("mz", "intensity", "n_peaks"), pad_peaks(spectra), strict=True))
     if "precursor_mz" in parameters:
         arrays["precursor_mz"] = parameters.pop("precursor_mz")
     inputs = []

@@ -19,6 +19,7 @@ import zooserve
 from spectra.mgf import write_mgf
 from spectra.simulator import noisy_copy, simulate_library
 from tests.conftest import ROOT
+from tests.test_client import CountingStub
 from zooserve import ClientError
 
 LIBRARY = "spectra_search"
@@ -46,15 +47,6 @@ def raised(call) -> ClientError:
 
 def ids(matches) -> list[list[str]]:
     return [[match.id for match in row] for row in matches]
-
-
-class CountingStub:
-    def __init__(self, stub) -> None:
-        self.stub, self.calls = stub, []
-
-    def __getattr__(self, method):
-        self.calls.append(method)
-        return getattr(self.stub, method)
 
 
 def test_noisy_copies_find_their_originals(client, queries):

@@ -15,7 +15,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from spectra.binning import ZOO_BINNING, bin_padded
+from spectra.binning import ZOO_BINNING, bin_padded, pad_peaks
 from spectra.simulator import noisy_copy, simulate_library
 from tests.conftest import MODELS
 
@@ -35,13 +35,7 @@ def queries(library):
 
 
 def padded(spectra):
-    width = max(s.mz.size for s in spectra)
-    mz = np.zeros((len(spectra), width), np.float32)
-    intensity = np.zeros_like(mz)
-    for row, s in enumerate(spectra):
-        mz[row, : s.mz.size], intensity[row, : s.mz.size] = s.mz, s.intensity
-    return {"mz": mz, "intensity": intensity,
-            "n_peaks": np.array([s.mz.size for s in spectra], np.int32)}
+    return dict(zip(("mz", "intensity", "n_peaks"), pad_peaks(spectra), strict=True))
 
 
 def tensors(arrays: dict[str, np.ndarray], module=grpcclient):

@@ -12,21 +12,20 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from spectra.binning import METADATA_KEY, ZOO_BINNING, Binning, PeakProblem, bin_padded, bin_peaks
+from spectra.binning import (
+    METADATA_KEY,
+    ZOO_BINNING,
+    Binning,
+    PeakProblem,
+    bin_padded,
+    bin_peaks,
+    pad_peaks,
+)
 from spectra.mgf import MgfError, Spectrum, read_mgf, write_mgf
 from spectra.simulator import noisy_copy, simulate_library, simulate_molecules, zoo_chemistry
 from training.data import spectra as training_spectra
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
-
-
-def _padded(spectra: list[Spectrum]):
-    width = max(s.mz.size for s in spectra)
-    mz = np.zeros((len(spectra), width), np.float32)
-    intensity = np.zeros_like(mz)
-    for row, s in enumerate(spectra):
-        mz[row, : s.mz.size], intensity[row, : s.mz.size] = s.mz, s.intensity
-    return mz, intensity, np.array([s.mz.size for s in spectra], np.int32)
 
 
 @pytest.mark.parametrize("name", ["spectra_embedding", "spectra_similarity"])
@@ -54,7 +53,7 @@ def test_training_and_serving_bin_an_mgf_file_identically(tmp_path):
     kept = training_spectra.read_peaks(path)
     assert names[5] not in kept and len(kept) == 39  # too few peaks: left out, as the server
     read_back = [s for s in read_mgf(path) if s.id in kept]
-    served = bin_padded(*_padded(read_back))
+    served = bin_padded(*pad_peaks(read_back))
     by_id = {s.id: row for s, row in zip(read_back, served, strict=True)}
     trained = np.concatenate([dataset.x_train[0], dataset.x_test[0],
                               dataset.extras["test_spectra"]])
@@ -79,7 +78,7 @@ def test_the_vector_follows_the_contract():
 
 def test_padding_past_n_peaks_is_ignored_whatever_it_holds():
     spectrum = next(simulate_library(1, seed=4))
-    mz, intensity, n_peaks = _padded([spectrum])
+    mz, intensity, n_peaks = pad_peaks([spectrum])
     garbage_mz = np.concatenate([mz, [[np.nan, -5.0, 300.0]]], axis=1).astype(np.float32)
     garbage_int = np.concatenate([intensity, [[np.inf, 1e9, -1.0]]], axis=1).astype(np.float32)
     np.testing.assert_array_equal(bin_padded(garbage_mz, garbage_int, n_peaks),
@@ -111,7 +110,7 @@ def test_bad_peak_lists_are_refused_naming_the_problem(mz, intensity, n_peaks, w
 
 def test_the_problem_names_the_row_at_fault():
     good = next(simulate_library(1, seed=2))
-    mz, intensity, n_peaks = _padded([good, good, good])
+    mz, intensity, n_peaks = pad_peaks([good, good, good])
     intensity[2, 1] = -3
     with pytest.raises(PeakProblem) as caught:
         bin_padded(mz, intensity, n_peaks)

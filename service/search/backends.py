@@ -134,6 +134,15 @@ def _as_min_score(min_score: np.ndarray | None, b: int) -> np.ndarray | None:
     return m
 
 
+def _arguments(
+    queries: np.ndarray, k: int, windows: np.ndarray | None, min_score: np.ndarray | None,
+    dim: int,
+) -> tuple[np.ndarray, int, np.ndarray | None, np.ndarray | None]:
+    """A search's arguments checked and in the forms the backends use."""
+    q = _as_queries(queries, dim)
+    return q, _check_k(k), _as_windows(windows, len(q)), _as_min_score(min_score, len(q))
+
+
 def _windowed_rows(windows: np.ndarray | None) -> np.ndarray:
     """Rows whose window filters something (not all NaN)."""
     if windows is None:
@@ -265,10 +274,7 @@ class ExactBackend:
         min_score: np.ndarray | None = None,
     ) -> Matches:
         """See `SearchBackend.search`."""
-        q = _as_queries(queries, self.dim)
-        k = _check_k(k)
-        w = _as_windows(windows, len(q))
-        ms = _as_min_score(min_score, len(q))
+        q, k, w, ms = _arguments(queries, k, windows, min_score, self.dim)
         indices, scores = self._search_raw(q, k, w)
         return _finish(indices, scores, ms)
 
@@ -416,11 +422,8 @@ class FaissBackend:
         """See `SearchBackend.search`; windowed rows are answered exactly."""
         if self._index is None:
             raise RuntimeError("search on a closed FaissBackend")
-        q = _as_queries(queries, self.dim)
-        k = _check_k(k)
+        q, k, w, ms = _arguments(queries, k, windows, min_score, self.dim)
         b = len(q)
-        w = _as_windows(windows, b)
-        ms = _as_min_score(min_score, b)
         indices = np.full((b, k), -1, dtype=np.int64)
         scores = np.full((b, k), -np.inf, dtype=np.float32)
         windowed = _windowed_rows(w)
@@ -568,11 +571,8 @@ class QdrantBackend:
         """See `SearchBackend.search`."""
         if self._client is None:
             raise RuntimeError("search on a closed QdrantBackend")
-        q = _as_queries(queries, self.dim)
-        k = _check_k(k)
+        q, k, w, ms = _arguments(queries, k, windows, min_score, self.dim)
         b = len(q)
-        w = _as_windows(windows, b)
-        ms = _as_min_score(min_score, b)
         requests = [self._request(q[r], k, w, ms, r) for r in range(b)]
         indices = np.full((b, k), -1, dtype=np.int64)
         scores = np.full((b, k), -np.inf, dtype=np.float32)
