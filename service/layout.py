@@ -123,21 +123,30 @@ def served_file(version_dir: Path) -> Path | None:
     return None
 
 
+def served_files(model_dir: Path) -> dict[int, Path]:
+    """A model folder's versions that have something to serve, by number, with the file each
+    serves; a version folder with nothing is skipped with a warning."""
+    files = {}
+    for version, folder in sorted(version_folders(model_dir).items()):
+        model_file = served_file(folder)
+        if model_file is None:
+            log.warning("skipping %s: no %s (or %s) in it", folder, MODEL_FILE, LIBRARY_FILE)
+            continue
+        files[version] = model_file
+    return files
+
+
 def scan_repository(root: Path) -> list[ModelEntry]:
     """Every `<name>/<version>/model.onnx` (or library.json) under root, sorted by name
     then version."""
     if not root.is_dir():
         raise FileNotFoundError(f"models folder '{root}' does not exist or is not a folder")
-    entries = []
-    for model_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for version, folder in sorted(version_folders(model_dir).items()):
-            model_file = served_file(folder)
-            if model_file is None:
-                log.warning("skipping %s: no %s (or %s) in it", folder, MODEL_FILE,
-                            LIBRARY_FILE)
-                continue
-            entries.append(ModelEntry(model_dir.name, version, model_file))
-    return entries
+    return [
+        ModelEntry(model_dir.name, version, model_file)
+        for model_dir in sorted(p for p in root.iterdir()
+                                if p.is_dir() and not p.name.startswith("."))
+        for version, model_file in served_files(model_dir).items()
+    ]
 
 
 def select_models(root: Path, names: Iterable[str] | None = None) -> list[ModelEntry]:

@@ -24,13 +24,11 @@ from service.errors import not_found, quoted
 from service.layout import (
     CARD_FILE,
     LIBRARY_FILE,
-    MODEL_FILE,
     SERVING_FILE,
     ModelEntry,
     parse_version,
-    served_file,
+    served_files,
     sha256_of_file,
-    version_folders,
 )
 from service.runtime import INLINE_BELOW_NS, DeviceUnavailable, LoadedModel, SessionFactory
 from service.search.model import SearchModel
@@ -250,15 +248,7 @@ class ModelRepository:
     def _version_files(self, name: str) -> dict[int, Path]:
         layout_log = logging.getLogger("service.layout")
         layout_log.addFilter(_LAYOUT_WARNINGS_ONCE)
-        files = {}
-        for version, folder in version_folders(self.root / name).items():
-            model_file = served_file(folder)
-            if model_file is not None:
-                files[version] = model_file
-            else:
-                layout_log.warning("skipping %s: no %s (or %s) in it", folder, MODEL_FILE,
-                                   LIBRARY_FILE)
-        return files
+        return served_files(self.root / name)
 
     def _known_keys(self, name: str) -> list[Key]:
         keys = {(name, v) for v in self._models.get(name, {})}
