@@ -413,18 +413,18 @@ class LoadedModel:
         inline_below_ns: int = INLINE_BELOW_NS,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     ) -> LoadedModel:
-        card = layout.read_card(path.parent)
         config = read_serving_config(path.parent.parent)
-        if config.intra_op_threads is not None:  # this model's own choice wins
-            intra_op_threads = config.intra_op_threads
-        if create is None:
-            create = functools.partial(_create_session, cache_dir=cache_dir)
-        session = open_session(path, device, create=create, intra_op_threads=intra_op_threads)
-        model = cls(name, version, path, session, card, max_batch_size, config)
-        model.inline_below_ns = inline_below_ns
-        model.max_queue_size = config.max_queue_size or max_queue_size
-        model.warm_up()
+        session = open_model_session(path, device, config, intra_op_threads, create, cache_dir)
+        model = cls(name, version, path, session, layout.read_card(path.parent),
+                    max_batch_size, config)
+        model.get_ready(inline_below_ns, max_queue_size)
         return model
+
+    def get_ready(self, inline_below_ns: int, max_queue_size: int) -> None:
+        """The server's limits (its serving.json's queue size wins), then the warm-up."""
+        self.inline_below_ns = inline_below_ns
+        self.max_queue_size = self.config.max_queue_size or max_queue_size
+        self.warm_up()
 
     @property
     def task(self) -> str:
@@ -512,20 +512,28 @@ class LoadedModel:
                     f"input '{spec.name}' is missing; {self._who()} needs inputs: "
                     + ", ".join(s.name for s in self.inputs)
                 )
-            array = inputs[spec.name]
-            if array.dtype != spec.dtype:
-                raise invalid_argument(
-                    f"input '{spec.name}': elements of numpy type {array.dtype} given, "
-                    f"{self._who()} expects {spec.datatype}"
-                )
-            _check_shape(spec, array.shape, self._who())
+            self.check_array(spec, inputs[spec.name])
             if self.batchable:
-                batch_sizes.add(array.shape[0])
-        if len(batch_sizes) > 1:
+                batch_sizes.add(inputs[spec.name].shape[0])
+        return self.batch_size(batch_sizes)
+
+    def check_array(self, spec: TensorSpec, array: np.ndarray) -> None:
+        """One input's element type and shape against its signature."""
+        if array.dtype != spec.dtype:
             raise invalid_argument(
-                f"inputs of {self._who()} disagree on the batch size: {sorted(batch_sizes)}"
+                f"input '{spec.name}': elements of numpy type {array.dtype} given, "
+                f"{self._who()} expects {spec.datatype}"
             )
-        batch = batch_sizes.pop() if batch_sizes else 1
+        _check_shape(spec, array.shape, self._who())
+
+    def batch_size(self, sizes: set[int], counted: str = "the batch size") -> int:
+        """The request's one batch size (1 if none: an unbatched model), within the maximum;
+        `counted` names what the inputs would disagree on."""
+        if len(sizes) > 1:
+            raise invalid_argument(
+                f"inputs of {self._who()} disagree on {counted}: {sorted(sizes)}"
+            )
+        batch = next(iter(sizes)) if sizes else 1
         if self.max_batch_size and batch > self.max_batch_size:
             raise invalid_argument(
                 f"batch size {batch} exceeds the maximum of {self.max_batch_size} "
@@ -574,6 +582,19 @@ class LoadedModel:
             return self.session.run(names, feeds, options)
         except Exception as exc:  # ONNX Runtime's own errors
             raise _runtime_error(self.name, exc) from exc
+
+
+def open_model_session(
+    model_file: Path, device: str, config: ServingConfig, intra_op_threads: int = 0,
+    create: SessionFactory | None = None, cache_dir: Path | None = None,
+) -> ort.InferenceSession:
+    """The session a repository model runs: its serving.json's own thread count wins over
+    the server's, and sessions share the optimised-model cache."""
+    if config.intra_op_threads is not None:
+        intra_op_threads = config.intra_op_threads
+    if create is None:
+        create = functools.partial(_create_session, cache_dir=cache_dir)
+    return open_session(model_file, device, create=create, intra_op_threads=intra_op_threads)
 
 
 def _shrink_arena_options(device: str):

@@ -36,9 +36,7 @@ from service.runtime import (
     PreparedRequest,
     SessionFactory,
     TensorSpec,
-    _check_shape,
-    _create_session,
-    open_session,
+    open_model_session,
 )
 from service.search.backends import (
     ANN_MIN_RECALL,
@@ -120,21 +118,15 @@ class SearchModel(LoadedModel):
         library = Library.open(folder)
         model_file = embedding_model_file(folder.parent.parent, library)
         config = read_serving_config(folder.parent)
-        if config.intra_op_threads is not None:
-            intra_op_threads = config.intra_op_threads
-        if create is None:
-            create = functools.partial(_create_session, cache_dir=cache_dir)
-        session = open_session(model_file, device, create=create,
-                               intra_op_threads=intra_op_threads)
+        session = open_model_session(model_file, device, config, intra_op_threads, create,
+                                     cache_dir)
         _check_embedding_session(session, library)
         model = cls(name, version, path, session, read_card(folder), max_batch_size, config,
                     library, open_backend(library))
         # A search spends its time in numpy and ONNX Runtime calls that let go of the GIL: on
         # a thread it leaves the event loop free to take the requests that arrive meanwhile,
         # which then share the next run. Only one cheaper than a hand-off runs inline.
-        model.inline_below_ns = min(inline_below_ns, INLINE_BELOW_NS)
-        model.max_queue_size = config.max_queue_size or max_queue_size
-        model.warm_up()
+        model.get_ready(min(inline_below_ns, INLINE_BELOW_NS), max_queue_size)
         return model
 
     @property
@@ -167,23 +159,10 @@ class SearchModel(LoadedModel):
             raise invalid_argument(
                 f"a query as {forms[0]} needs inputs {' + '.join(QUERY_FORMS[forms[0]])}; "
                 f"missing: {', '.join(missing)}")
-        rows = set()
         for name, array in inputs.items():
-            spec = self.input_spec(name)
-            if array.dtype != spec.dtype:
-                raise invalid_argument(
-                    f"input '{name}': elements of numpy type {array.dtype} given, "
-                    f"{self._who()} expects {spec.datatype}")
-            _check_shape(spec, array.shape, self._who())
-            rows.add(array.shape[0])
-        if len(rows) > 1:
-            raise invalid_argument(
-                f"inputs of {self._who()} disagree on the number of queries: {sorted(rows)}")
-        batch = rows.pop()
-        if batch > self.max_batch_size:
-            raise invalid_argument(f"batch size {batch} exceeds the maximum of "
-                                   f"{self.max_batch_size} for {self._who()}")
-        return batch
+            self.check_array(self.input_spec(name), array)
+        return self.batch_size({array.shape[0] for array in inputs.values()},
+                               "the number of queries")
 
     def prepare(
         self, inputs: Mapping[str, np.ndarray], requested_outputs: Sequence[str] | None = None,
