@@ -81,17 +81,18 @@ ZOO_BINNING = Binning()
 
 
 def pad_peaks(spectra) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Peak lists (each with `.mz` and `.intensity`, as `spectra.mgf.Spectrum`) the way a
-    request carries them, and `bin_padded` takes them: m/z and intensity zero-padded to the
-    longest list, float32 [B, P], and each list's length, n_peaks int32 [B]."""
-    spectra = list(spectra)
-    width = max((s.mz.size for s in spectra), default=0)
-    mz = np.zeros((len(spectra), width), np.float32)
+    """Peak lists (`spectra.mgf.Spectrum`s, or (m/z, intensity) pairs of equal length) the
+    way a request carries them, and `bin_padded` takes them: m/z and intensity zero-padded to
+    the longest list (at least one column), float32 [B, P], and each list's length, n_peaks
+    int32 [B]."""
+    lists = [(s.mz, s.intensity) if hasattr(s, "mz") else s for s in spectra]
+    width = max([1, *(len(mz) for mz, _ in lists)])
+    mz = np.zeros((len(lists), width), np.float32)
     intensity = np.zeros_like(mz)
-    for row, spectrum in enumerate(spectra):
-        mz[row, : spectrum.mz.size] = spectrum.mz
-        intensity[row, : spectrum.intensity.size] = spectrum.intensity
-    return mz, intensity, np.array([s.mz.size for s in spectra], np.int32)
+    for row, (peaks, heights) in enumerate(lists):
+        mz[row, : len(peaks)] = peaks
+        intensity[row, : len(heights)] = heights
+    return mz, intensity, np.array([len(peaks) for peaks, _ in lists], np.int32)
 
 
 def bin_peaks(mz, intensity, binning: Binning = ZOO_BINNING) -> np.ndarray:

@@ -63,6 +63,7 @@ from service.grpc_frontend.credentials import PemSource, tls_credentials
 from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
 from service.labels import labelled_output
+from spectra.binning import pad_peaks
 from spectra.mgf import Spectrum, read_mgf
 
 __all__ = ["AsyncClient", "Client", "ClientError", "Match", "ModelEntry", "ModelInfo",
@@ -510,16 +511,10 @@ def _search_queries(spectra: object) -> _Queries:
     read = [_query(position, query) for position, query in enumerate(spectra)]
     if not read:
         raise ClientError("no query spectra given")
-    width = max(1, max(mz.size for _, mz, _, _ in read))
-    mz = np.zeros((len(read), width), dtype=np.float32)
-    intensity = np.zeros_like(mz)
-    for row, (_, peaks, heights, _) in enumerate(read):
-        mz[row, :peaks.size] = peaks
-        intensity[row, :heights.size] = heights
+    mz, intensity, n_peaks = pad_peaks((peaks, heights) for _, peaks, heights, _ in read)
     return _Queries(
         ids=[query_id for query_id, _, _, _ in read], mz=mz, intensity=intensity,
-        n_peaks=np.array([peaks.size for _, peaks, _, _ in read], dtype=np.int32),
-        precursor_mz=np.array([p for _, _, _, p in read], dtype=np.float32),
+        n_peaks=n_peaks, precursor_mz=np.array([p for _, _, _, p in read], dtype=np.float32),
     )
 
 

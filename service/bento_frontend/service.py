@@ -82,6 +82,7 @@ from service.security import (
     load_security,
 )
 from service.settings import Settings, SettingsError
+from spectra.binning import pad_peaks
 
 log = logging.getLogger(__name__)
 
@@ -471,13 +472,8 @@ def search_request(
         raise invalid_argument(
             f"spectra: {len(queries)} spectra of up to {width} peaks exceed "
             f"{MAX_PADDED_PEAKS} peaks once padded to the longest; send fewer per request")
-    mz = np.zeros((len(queries), width), dtype=np.float32)
-    intensity = np.zeros_like(mz)
-    for row, (peaks_mz, peaks_intensity, _, _) in enumerate(queries):
-        mz[row, :len(peaks_mz)] = peaks_mz
-        intensity[row, :len(peaks_intensity)] = peaks_intensity
-    inputs = {"mz": mz, "intensity": intensity,
-              "n_peaks": np.array([len(q[0]) for q in queries], dtype=np.int32)}
+    mz, intensity, n_peaks = pad_peaks((q[0], q[1]) for q in queries)
+    inputs = {"mz": mz, "intensity": intensity, "n_peaks": n_peaks}
     parameters = {k: body[k] for k in SEARCH_PARAMETERS if body.get(k) is not None}
     if "precursor_tolerance" in parameters:
         inputs["precursor_mz"] = np.array([q[2] for q in queries], dtype=np.float32)
