@@ -20,10 +20,10 @@ import tritonclient.grpc as grpcclient
 from service.search import library_build
 from service.search.library import EMBEDDINGS_FILE, Library
 from service.search.library_build import LibraryBuildError, build_library
-from spectra.binning import pad_peaks
 from spectra.mgf import Spectrum, write_mgf
 from spectra.simulator import noisy_copy, simulate_library
 from tests.conftest import MODELS, ROOT, run_server
+from tests.test_search_served import padded, tensors
 
 COUNT = 3000
 
@@ -200,16 +200,10 @@ def _queries(count: int, seed: int):
 
 
 def _ask(client, model: str, spectra, **parameters):
-    arrays = dict(zip(("mz", "intensity", "n_peaks"), pad_peaks(spectra), strict=True))
+    arrays = padded(spectra)
     if "precursor_mz" in parameters:
         arrays["precursor_mz"] = parameters.pop("precursor_mz")
-    inputs = []
-    for name, array in arrays.items():
-        tensor = grpcclient.InferInput(name, list(array.shape),
-                                       "INT32" if array.dtype == np.int32 else "FP32")
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    result = client.infer(model, inputs, parameters=parameters)
+    result = client.infer(model, tensors(arrays), parameters=parameters)
     return result.as_numpy("ids").astype(str), result.as_numpy("scores")
 
 

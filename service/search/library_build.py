@@ -71,8 +71,11 @@ class BuildReport:
                 f"(skipped: {skipped}; backend {self.backend.get('kind', 'exact')})")
 
 
-def embedding_model(models: Path, name: str, version: int | None) -> tuple[int, Path, dict]:
-    """(version, model file, card) of the embedding model, checked against its card."""
+def embedding_model(
+    models: Path, name: str, version: int | None
+) -> tuple[int, Path, dict, str]:
+    """(version, model file, card, the file's sha256) of the embedding model, checked
+    against its card."""
     versions = version_folders(models / name)
     if not versions:
         raise LibraryBuildError(f"no model '{name}' under '{models}'")
@@ -86,11 +89,12 @@ def embedding_model(models: Path, name: str, version: int | None) -> tuple[int, 
     if METADATA_KEY not in card:
         raise LibraryBuildError(f"model '{name}' version {version} has no {METADATA_KEY} in "
                                 "its card: it does not say how spectra become its input")
+    actual = sha256_of_file(model_file)
     recorded = card_sha256(card)
-    if recorded and recorded != sha256_of_file(model_file):
+    if recorded and recorded != actual:
         raise LibraryBuildError(f"model '{name}' version {version}: {MODEL_FILE} does not "
                                 "match the sha256 its card records")
-    return version, model_file, card
+    return version, model_file, card, actual
 
 
 def build_library(
@@ -113,7 +117,7 @@ def build_library(
     if any((v / MODEL_FILE).exists() for v in version_folders(folder).values()):
         raise LibraryBuildError(f"'{name}' is a model in '{models}', not a library: "
                                 "choose another name")
-    version, model_file, card = embedding_model(models, model, model_version)
+    version, model_file, card, model_sha256 = embedding_model(models, model, model_version)
     binning = Binning.from_dict(card[METADATA_KEY])
     created_folder = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
@@ -130,7 +134,7 @@ def build_library(
             "count": source["count"],
             "dimension": source["dimension"],
             "embedding_model": {"name": model, "version": version,
-                                "sha256": sha256_of_file(model_file)},
+                                "sha256": model_sha256},
             "binning": binning.to_dict(),
             "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "source": {"file": spectra.name, "sha256": sha256_of_file(spectra),
