@@ -136,7 +136,3 @@ class Library:
             "model_sha256": self.embedding_model.sha256,
             "backend": self.backend.get("kind", "exact"),
         }
-
-    def close(self) -> None:
-        if isinstance(self._entries, mmap.mmap):
-            self._entries.close()

@@ -268,15 +268,12 @@ class SearchModel(LoadedModel):
         answers = {"scores": np.where(found, matches.scores, np.nan).astype(np.float32)}
         if "ids" in names or "metadata" in names:
             lines = np.full(matches.indices.shape, b"", dtype=object)
+            ids = np.full(matches.indices.shape, b"", dtype=object)
             for place in zip(*np.nonzero(found), strict=True):
                 lines[place] = self.library.entry_bytes(int(matches.indices[place]))
-            if "metadata" in names:
-                answers["metadata"] = lines
-            if "ids" in names:
-                ids = np.full(matches.indices.shape, b"", dtype=object)
-                for place in zip(*np.nonzero(found), strict=True):
+                if "ids" in names:
                     ids[place] = json.loads(lines[place])["id"].encode()
-                answers["ids"] = ids
+            answers["metadata"], answers["ids"] = lines, ids
         return [answers[name] for name in names]
 
 
