@@ -9,11 +9,13 @@ Tiny models are trained once per module, in this process; each export runs as a 
 from __future__ import annotations
 
 import csv
+import functools
 import importlib.util
 import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +27,7 @@ pytest.importorskip("tf2onnx", reason="export tests need the `train` extra")
 
 from service.layout import sha256_of_file  # noqa: E402
 from tests.conftest import ROOT, run_server  # noqa: E402
+from tests.tensorflow_noise import noisy_tensorflow_env  # noqa: E402
 
 SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
 FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
@@ -179,9 +182,17 @@ def files(tmp_path_factory) -> dict:
 
 
 def zooserve_export(*args, models: Path, ledger: Path) -> subprocess.CompletedProcess:
+    """A real `zooserve export` process, in which TensorFlow's import writes its AVX-512
+    start-up lines on any CPU: an error must still be one line."""
     command = [sys.executable, "-m", "zooserve", "export", *map(str, args),
                "--models", str(models), "--ledger", str(ledger)]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=_noisy_env())
+
+
+@functools.cache
+def _noisy_env() -> dict:
+    return noisy_tensorflow_env(Path(tempfile.mkdtemp(prefix="zooserve-tf-noise-")))
 
 
 def _snapshot(models: Path, ledger: Path) -> dict:

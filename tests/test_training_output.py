@@ -17,7 +17,10 @@ import pytest
 pytest.importorskip("tensorflow", reason="training tests need the `train` extra")
 pytest.importorskip("tf2onnx", reason="training tests need the `train` extra")
 
+from tests.conftest import ROOT  # noqa: E402
+from tests.tensorflow_noise import START_UP_LINES, noisy_tensorflow_env  # noqa: E402
 from training.__main__ import main  # noqa: E402
+from training.native_stderr import below_level  # noqa: E402
 from training.progress import EpochProgress  # noqa: E402
 
 # What TensorFlow's C++ side and absl print when nobody quiets them.
@@ -26,8 +29,10 @@ NOISE = ["oneDNN", "absl", "NodeDef", "cpu_feature_guard", "E0000", "W0000", "I0
 
 def _train_penguins(tmp_path: Path, *extra: str) -> str:
     """stdout and stderr of a real `python -m training train penguins --epochs 5`, as a user
-    would start it (a fresh process: TensorFlow's C++ logging is set up at import)."""
+    would start it (a fresh process: TensorFlow's C++ logging is set up at import), in which
+    importing TensorFlow writes its AVX-512 start-up lines whatever the CPU."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env = noisy_tensorflow_env(tmp_path / "noise", base=env)
     command = [
         sys.executable, "-m", "training", "train", "penguins", "--epochs", "5",
         "--models", str(tmp_path / "models"), "--ledger", str(tmp_path / "ledger.csv"), *extra,
@@ -54,8 +59,55 @@ def test_quiet_run_is_a_few_readable_lines(tmp_path):
 def test_verbose_run_keeps_keras_output(tmp_path):
     output = _train_penguins(tmp_path, "--verbose")
     assert all(f"Epoch {n}/5" in output for n in range(1, 6)), output
+    # --verbose sets TF_CPP_MIN_LOG_LEVEL 2: C++ errors are shown, info and warnings are not.
+    assert START_UP_LINES[3] in output and "oneDNN" not in output, output
     assert "Model:" in output and "confusion matrix" in output
     assert f"wrote {tmp_path / 'models' / 'penguins' / '1'}" in output
+
+
+def test_the_start_up_lines_reach_stderr_when_nothing_filters_them(tmp_path):
+    """The check above can fail: a plain import in the same environment shows every line."""
+    env = noisy_tensorflow_env(tmp_path / "noise")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    result = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True,
+                            text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert all(line in result.stderr.splitlines() for line in START_UP_LINES), result.stderr
+
+
+@pytest.mark.parametrize(("level", "kept"), [
+    (0, [0, 1, 2, 3]), (1, [2, 3]), (2, [3]), (3, []),
+])  # fmt: skip
+def test_the_level_hides_the_lines_below_it(level, kept):
+    lines = [line.encode() + b"\n" for line in START_UP_LINES]
+    assert [i for i, line in enumerate(lines) if not below_level(line, level)] == kept
+    fatal = b"F0000 00:00:1796665352.900000    3224 port.cc:1] a fatal error\n"
+    assert not below_level(fatal, level)
+    assert not below_level(b"Traceback (most recent call last):\n", level)
+    assert not below_level(b"I0000 is not a log line without its file:line]\n", level)
+
+
+FILTERED_WRITER = """
+import ctypes, os, sys
+from training.native_stderr import native_stderr_filtered
+
+with native_stderr_filtered(3):
+    libc = ctypes.CDLL(None)
+    for line in sys.argv[1:]:
+        data = (line + "\\n").encode()
+        libc.write(2, data, len(data))  # as TensorFlow's C++ side writes
+    print("a Python warning, kept", file=sys.stderr)
+print("after the import", file=sys.stderr)
+"""
+
+
+def test_fd_2_is_filtered_in_order_and_restored():
+    lines = [START_UP_LINES[0], "a line of the user's own", *START_UP_LINES[1:]]
+    result = subprocess.run([sys.executable, "-c", FILTERED_WRITER, *lines], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "a line of the user's own", "a Python warning, kept", "after the import"]
 
 
 class _Terminal(io.StringIO):

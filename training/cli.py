@@ -155,10 +155,7 @@ def run_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    # TensorFlow's C++ logging reads this once, when TensorFlow is imported: set it first.
-    # Quiet hides even its errors (the harmless `NodeDef mentions attribute` lines of every
-    # export); --verbose keeps them. A value the user set wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if args.verbose else "3")
+    _start_tensorflow(args.verbose)
     from training.data.dataset import DataFileMissing
     from training.export import ParityError
     from training.pipeline import train
@@ -206,7 +203,7 @@ def run_export(args: argparse.Namespace) -> int:
         check_request(request)  # the mistakes visible before TensorFlow loads
     except UserModelError as error:
         return _export_error(str(error), 2)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if args.verbose else "3")
+    _start_tensorflow(args.verbose)
     _quiet_export_logs(args.verbose)
     from training.export import ParityError
     from training.share import export_user_model
@@ -280,6 +277,17 @@ def _range(text: str | None) -> tuple[float, float] | None:
     if not low < high:
         raise UserModelError(f"--input-range: LOW must be below HIGH, got {text!r}")
     return low, high
+
+
+def _start_tensorflow(verbose: bool) -> None:
+    """Import TensorFlow with its C++ log level set: quiet hides even its errors (the harmless
+    `NodeDef mentions attribute` lines of every export), --verbose keeps them, and a value the
+    user set wins. The level is read once, at import, and enforced on fd 2 as well, because on
+    CPUs with AVX-512 TensorFlow writes start-up lines the level does not stop."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if verbose else "3")
+    from training.native_stderr import import_tensorflow
+
+    import_tensorflow()
 
 
 def _quiet_export_logs(verbose: bool) -> None:
