@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
-from prometheus_client.metrics_core import Metric, UntypedMetricFamily
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric, UntypedMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
@@ -79,9 +79,14 @@ SERIES = [
 ]  # fmt: skip
 
 
+# Requests a model has taken on and not answered: what an autoscaler or a drain watches.
+IN_FLIGHT_SERIES = "zooserve_inference_requests_in_flight"
+
+
 class ModelMetrics(Collector):
     """A Prometheus collector that reads the DataPlane's per-model statistics at scrape
-    time: one series per model version for each of SERIES."""
+    time: one series per model version for each of SERIES, and the gauge of its requests in
+    flight."""
 
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
@@ -93,6 +98,14 @@ class ModelMetrics(Collector):
             for model, snapshot in rows:
                 family.add_metric([model.name, str(model.version)], series.value(snapshot))
             yield family
+        in_flight = GaugeMetricFamily(
+            IN_FLIGHT_SERIES,
+            "Inference requests taken on and not yet answered (waiting in the queue or running)",
+            labels=LABELS,
+        )
+        for model, _ in rows:
+            in_flight.add_metric([model.name, str(model.version)], model.inflight)
+        yield in_flight
 
 
 def registry_for(dataplane: DataPlane) -> CollectorRegistry:

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
@@ -46,9 +48,30 @@ class RunningServer:
     process: subprocess.Popen
     log_path: Path
     http_url: str = ""  # the KServe v2 REST paths
+    metrics_port: int = 0
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+    def in_flight(self, model: str) -> float:
+        """The model's requests taken on and not yet answered, every version together, as
+        its metrics port says."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return sum(sample.value for family in text_string_to_metric_families(text)
+                   for sample in family.samples
+                   if sample.name == "zooserve_inference_requests_in_flight"
+                   and sample.labels.get("model") == model)
+
+    def wait_for_in_flight(self, model: str, count: int = 1,
+                           timeout: float = START_TIMEOUT_S) -> None:
+        """Wait until `count` requests for `model` are in the server (queued or running)."""
+        deadline = time.monotonic() + timeout
+        while self.in_flight(model) < count:
+            assert self.process.poll() is None, self.log()
+            assert time.monotonic() < deadline, f"{model}: no {count} in flight\n{self.log()}"
+            time.sleep(0.02)
 
 
 def _wait_until_serving(url: str, process: subprocess.Popen, log_path: Path,
@@ -84,10 +107,13 @@ def run_server(
     drain delay is 0 unless `env` sets ZOOSERVE_DRAIN_DELAY: a test that stops a server
     has no load balancer to wait for. `credentials`: how to reach a TLS server's health."""
     port, http_port = free_port(), free_port()
+    # A caller's own --metrics-port comes later on the command line, and wins.
+    metrics_port = int(args[args.index("--metrics-port") + 1]) if "--metrics-port" in args \
+        else free_port()
     log_path = tmp / f"server-{port}.log"
     command = [sys.executable, "-m", "zooserve", "serve", "--models", str(models),
                "--host", "127.0.0.1", "--grpc-port", str(port),
-               "--metrics-port", str(free_port()), "--http-port", str(http_port), *args]
+               "--metrics-port", str(metrics_port), "--http-port", str(http_port), *args]
     with open(log_path, "w") as log:
         process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -96,7 +122,8 @@ def run_server(
     url = f"127.0.0.1:{port}"
     try:
         _wait_until_serving(url, process, log_path, credentials)
-        yield RunningServer(url, process, log_path, f"http://127.0.0.1:{http_port}")
+        yield RunningServer(url, process, log_path, f"http://127.0.0.1:{http_port}",
+                            metrics_port)
     finally:
         process.terminate()
         try:

@@ -327,13 +327,15 @@ def test_sigterm_under_load_answers_every_accepted_request(zoo_image):
         threads = [threading.Thread(target=client_loop, args=(container.url,)) for _ in range(32)]
         for thread in threads:
             thread.start()
-        time.sleep(2)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while sum(outcomes.values()) < 3 * len(threads):  # every client is in its loop
+            assert time.monotonic() < deadline, (dict(outcomes), container.logs())
+            time.sleep(0.02)
         with lock:
             before = outcomes["OK"]
         started = time.monotonic()
         docker("stop", "--time", str(STOP_GRACE_S), container.name)
         stopped_in = time.monotonic() - started
-        time.sleep(0.5)
         stop.set()
         for thread in threads:
             thread.join(timeout=STOP_GRACE_S)

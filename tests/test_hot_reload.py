@@ -305,7 +305,7 @@ def test_explicit_load_and_unload(copy_model, tmp_path):
         in_flight = threading.Thread(target=lambda: answers.append(client.infer(
             "slow", [tensor], headers=BEARER, client_timeout=30)))
         in_flight.start()
-        time.sleep(1.0)  # let it reach the server's queue
+        running.wait_for_in_flight("slow")  # in the server's queue
         client.unload_model("slow", headers=BEARER)
         assert index(client, BEARER)[("slow", "1")][0] == "UNLOADING"
         assert not client.is_model_ready("slow", headers=BEARER)

@@ -3,7 +3,9 @@ names, and they move with the requests tritonclient sends."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
 import urllib.request
 
 import numpy as np
@@ -93,3 +95,31 @@ def test_metrics_port_in_use_is_a_clear_startup_error(tmp_path):
             pass
     assert f"cannot listen for metrics on 127.0.0.1:{port}" in str(caught.value)
 
+
+
+def test_requests_in_flight_are_a_gauge_that_returns_to_zero(tmp_path, copy_model):
+    """A lone row waits in the queue for a batch of four (up to 10 s); three more rows fill
+    the batch and both requests are answered. The gauge counts each request while it is in."""
+    repo = copy_model("penguins")
+    (repo / "penguins" / "serving.json").write_text(json.dumps(
+        {"dynamic_batching": {"max_queue_delay_us": 10_000_000, "preferred_batch_sizes": [4]}}))
+    rows = np.tile(np.array([[39.1, 18.7, 181, 3750]], dtype=np.float32), (4, 1))
+    answers: list = []
+    with run_server(repo, tmp_path) as server:
+        assert server.in_flight("penguins") == 0
+        client = grpcclient.InferenceServerClient(server.url)
+
+        def infer(batch: np.ndarray) -> None:
+            tensor = grpcclient.InferInput("features", list(batch.shape), "FP32")
+            tensor.set_data_from_numpy(batch)
+            answers.append(client.infer("penguins", [tensor], client_timeout=60))
+
+        first = threading.Thread(target=infer, args=(rows[:1],))
+        first.start()
+        server.wait_for_in_flight("penguins", 1)
+        assert first.is_alive()  # waiting for its batch to fill: the delay is 10 s
+        infer(rows[1:])
+        first.join(timeout=60)
+        assert server.in_flight("penguins") == 0
+        client.close()
+    assert sorted(a.as_numpy("probabilities").shape[0] for a in answers) == [1, 3]

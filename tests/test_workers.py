@@ -6,6 +6,7 @@ one line instead of sharing it."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.metrics_core import UntypedMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import WORKER_SCRAPE_TIMEOUT_S, WorkerMetricsSum
+from service.metrics import WorkerMetricsSum
 from service.settings import Settings, SettingsError
 from tests.conftest import MODELS, ROOT, free_port, run_server
 
@@ -34,7 +35,9 @@ READY = re.compile(r"ready: 2 workers \(pids (\d+), (\d+)\)")
 # A fresh TCP connection per client: gRPC otherwise shares one among channels to the same
 # address in a process, and the kernel picks a worker per connection.
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
-BIG_BATCH = 2048  # digits images: over a second on one core, long enough to be in flight
+# A lone digits request waits this long for a batch that never fills: in flight at SIGTERM
+# by construction, whatever the CPU.
+HOLD_US = 5_000_000
 ROWS = np.array([[39.1, 18.7, 181, 3750], [46.5, 17.9, 192, 3500], [50.0, 15.2, 218, 5700]],
                 dtype=np.float32)
 
@@ -138,12 +141,9 @@ def test_a_stopped_worker_does_not_fail_the_scrape(two_workers):
     before = scrape(metrics_port)
     os.kill(pids[1], signal.SIGSTOP)
     try:
-        started = time.monotonic()
-        during = scrape(metrics_port)
-        took = time.monotonic() - started
+        during = scrape(metrics_port)  # answered, though one worker cannot answer at all
     finally:
         os.kill(pids[1], signal.SIGCONT)
-    assert took < WORKER_SCRAPE_TIMEOUT_S + 2
     fresh = ("zooserve_worker_metrics_fresh",)
     assert during[(*fresh, (("worker", "1"),))] == 1
     assert during[(*fresh, (("worker", "2"),))] == 0
@@ -157,16 +157,17 @@ def test_sigterm_drains_every_worker_and_the_parent_exits_0(tmp_path):
     repository = tmp_path / "models"
     for name in ("digits", "penguins"):
         shutil.copytree(MODELS / name, repository / name)
-    images = np.random.default_rng(5).random((BIG_BATCH, 28, 28, 1), dtype=np.float32)
+    (repository / "digits" / "serving.json").write_text(json.dumps(
+        {"dynamic_batching": {"max_queue_delay_us": HOLD_US, "preferred_batch_sizes": [64]}}))
+    image = np.random.default_rng(5).random((1, 28, 28, 1), dtype=np.float32)
     result: dict[str, object] = {}
-    with run_server(repository, tmp_path, "--workers", "2",
-                    "--max-batch-size", str(BIG_BATCH)) as server:
+    with run_server(repository, tmp_path, "--workers", "2") as server:
         wait_for_log(server, READY)
 
-        def big_request() -> None:
+        def held_request() -> None:
             client = grpcclient.InferenceServerClient(server.url, channel_args=OWN_CONNECTION)
-            tensor = grpcclient.InferInput("image", list(images.shape), "FP32")
-            tensor.set_data_from_numpy(images)
+            tensor = grpcclient.InferInput("image", list(image.shape), "FP32")
+            tensor.set_data_from_numpy(image)
             try:
                 result["answer"] = client.infer("digits", [tensor], client_timeout=60)
             except Exception as exc:  # noqa: BLE001 - reported by the assertion below
@@ -174,21 +175,20 @@ def test_sigterm_drains_every_worker_and_the_parent_exits_0(tmp_path):
             finally:
                 client.close()
 
-        request = threading.Thread(target=big_request)
+        request = threading.Thread(target=held_request)
         request.start()
-        time.sleep(0.7)  # on its way in and running
+        server.wait_for_in_flight("digits")  # taken on by a worker, waiting in its queue
         server.process.send_signal(signal.SIGTERM)
-        assert request.is_alive(), "the batch finished before the drain could be watched"
         request.join(timeout=60)
         assert server.process.wait(timeout=30) == 0
         log = server.log()
     assert "error" not in result, result.get("error")
-    assert result["answer"].as_numpy("probabilities").shape == (BIG_BATCH, 10)
+    assert result["answer"].as_numpy("probabilities").shape == (1, 10)
     drained = re.findall(r"worker (\d) \(pid \d+\) service.server: drained: (\d+) inference "
                          r"requests accepted, (\d+) answered", log)
     assert sorted(w for w, _, _ in drained) == ["1", "2"], log
     assert all(accepted == answered for _, accepted, answered in drained)
-    assert sum(int(accepted) for _, accepted, _ in drained) == 1  # the big request
+    assert sum(int(accepted) for _, accepted, _ in drained) == 1  # the held request
     assert "stopped: all 2 workers drained and exited 0" in log
 
 
