@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -147,6 +148,14 @@ def triton(server):
     client = grpcclient.InferenceServerClient(server.url)
     yield client
     client.close()
+
+
+def hold_lone_requests(model_dir: Path, delay_us: int = 5_000_000, batch_rows: int = 64) -> None:
+    """Give the model a serving.json under which a request of fewer than `batch_rows` rows
+    waits up to `delay_us` in its queue for company: in flight for that long by construction,
+    whatever the CPU, for a test that must act while a request is in the server."""
+    (model_dir / "serving.json").write_text(json.dumps({"dynamic_batching": {
+        "max_queue_delay_us": delay_us, "preferred_batch_sizes": [batch_rows]}}))
 
 
 @pytest.fixture()

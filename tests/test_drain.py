@@ -4,7 +4,6 @@ refuses new work with UNAVAILABLE; then it exits 0 and logs what it answered."""
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import threading
@@ -17,11 +16,7 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS, run_server
-
-# A lone request to `digits` waits this long for a batch that never fills: it is in flight
-# while the drain is watched, by construction rather than by a guess at the CPU's speed.
-HOLD_US = 5_000_000
+from tests.conftest import MODELS, hold_lone_requests, run_server
 
 
 def _image_input(image: np.ndarray) -> grpcclient.InferInput:
@@ -32,8 +27,7 @@ def _image_input(image: np.ndarray) -> grpcclient.InferInput:
 
 def test_sigterm_answers_the_request_in_flight_and_refuses_new_ones(tmp_path, copy_model):
     repo = copy_model("digits")
-    (repo / "digits" / "serving.json").write_text(json.dumps(
-        {"dynamic_batching": {"max_queue_delay_us": HOLD_US, "preferred_batch_sizes": [64]}}))
+    hold_lone_requests(repo / "digits")  # in flight while the drain is watched
     image = np.random.default_rng(3).random((1, 28, 28, 1), dtype=np.float32)
     result: dict[str, object] = {}
     with run_server(repo, tmp_path) as server:

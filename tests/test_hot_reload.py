@@ -31,7 +31,7 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS, ROOT, free_port, run_server
+from tests.conftest import MODELS, ROOT, free_port, hold_lone_requests, run_server
 from tests.penguin_rows import LABELS, one_of_each
 
 TOKEN = "hot-reload-test-token-5d8e1f3a"
@@ -287,10 +287,8 @@ def test_the_card_sha256_is_checked_at_startup(copy_model, tmp_path):
 def test_explicit_load_and_unload(copy_model, tmp_path):
     repo = copy_model("penguins")
     copy_model("penguins", as_name="slow", repo=repo)
-    # A lone request to `slow` waits up to 4 s for company: long enough to be in flight
-    # while the model is unloaded.
-    (repo / "slow" / "serving.json").write_text(json.dumps(
-        {"dynamic_batching": {"max_queue_delay_us": 4_000_000, "preferred_batch_sizes": [64]}}))
+    # A lone request to `slow` waits up to 4 s for company: in flight while it is unloaded.
+    hold_lone_requests(repo / "slow", delay_us=4_000_000)
     env = {"ZOOSERVE_AUTH_TOKEN": TOKEN}
     with run_server(repo, tmp_path, "--model-control", "explicit", env=env) as running:
         client = grpcclient.InferenceServerClient(running.url)

@@ -3,7 +3,6 @@ names, and they move with the requests tritonclient sends."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import threading
 import urllib.request
@@ -14,7 +13,7 @@ import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS, free_port, run_server
+from tests.conftest import MODELS, free_port, hold_lone_requests, run_server
 
 ODD_NAME = 'pen"gu\\ins'  # a model folder name that needs escaping in a label value
 
@@ -96,13 +95,11 @@ def test_metrics_port_in_use_is_a_clear_startup_error(tmp_path):
     assert f"cannot listen for metrics on 127.0.0.1:{port}" in str(caught.value)
 
 
-
 def test_requests_in_flight_are_a_gauge_that_returns_to_zero(tmp_path, copy_model):
     """A lone row waits in the queue for a batch of four (up to 10 s); three more rows fill
     the batch and both requests are answered. The gauge counts each request while it is in."""
     repo = copy_model("penguins")
-    (repo / "penguins" / "serving.json").write_text(json.dumps(
-        {"dynamic_batching": {"max_queue_delay_us": 10_000_000, "preferred_batch_sizes": [4]}}))
+    hold_lone_requests(repo / "penguins", delay_us=10_000_000, batch_rows=4)
     rows = np.tile(np.array([[39.1, 18.7, 181, 3750]], dtype=np.float32), (4, 1))
     answers: list = []
     with run_server(repo, tmp_path) as server:

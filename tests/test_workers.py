@@ -6,7 +6,6 @@ one line instead of sharing it."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -29,15 +28,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.metrics import WorkerMetricsSum
 from service.settings import Settings, SettingsError
-from tests.conftest import MODELS, ROOT, free_port, run_server
+from tests.conftest import MODELS, ROOT, free_port, hold_lone_requests, run_server
 
 READY = re.compile(r"ready: 2 workers \(pids (\d+), (\d+)\)")
 # A fresh TCP connection per client: gRPC otherwise shares one among channels to the same
 # address in a process, and the kernel picks a worker per connection.
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
-# A lone digits request waits this long for a batch that never fills: in flight at SIGTERM
-# by construction, whatever the CPU.
-HOLD_US = 5_000_000
 ROWS = np.array([[39.1, 18.7, 181, 3750], [46.5, 17.9, 192, 3500], [50.0, 15.2, 218, 5700]],
                 dtype=np.float32)
 
@@ -157,8 +153,7 @@ def test_sigterm_drains_every_worker_and_the_parent_exits_0(tmp_path):
     repository = tmp_path / "models"
     for name in ("digits", "penguins"):
         shutil.copytree(MODELS / name, repository / name)
-    (repository / "digits" / "serving.json").write_text(json.dumps(
-        {"dynamic_batching": {"max_queue_delay_us": HOLD_US, "preferred_batch_sizes": [64]}}))
+    hold_lone_requests(repository / "digits")  # in flight at SIGTERM
     image = np.random.default_rng(5).random((1, 28, 28, 1), dtype=np.float32)
     result: dict[str, object] = {}
     with run_server(repository, tmp_path, "--workers", "2") as server:
