@@ -26,6 +26,9 @@ LIBRARY_FILE = "library.json"
 CARD_FILE = "card.json"
 # Beside the version folders: how the server runs the model (service/serving_config.py).
 SERVING_FILE = "serving.json"
+# The card's record of every file in its version folder but itself: relative path (with
+# `/` between folders) -> sha256. A load checks them (service/repository_files.py).
+FILES_KEY = "files"
 
 # Triton's rule: a version folder is a positive number written in ASCII digits without a
 # leading zero (`007` is ignored), and it must fit the protocol's int64 (at most 18 digits
@@ -96,6 +99,29 @@ def sha256_of_file(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_hashes(version_dir: Path, skip: Iterable[str] = ()) -> dict[str, str]:
+    """The sha256 of every file under a version folder, by relative path, for its card's
+    FILES_KEY: all but the card itself and the top-level entries named in `skip` (a
+    library's live Qdrant store, which changes as it is opened)."""
+    left_out = {CARD_FILE, *skip}
+    hashes = {}
+    for path in sorted(version_dir.rglob("*")):
+        name = path.relative_to(version_dir).as_posix()
+        if path.is_file() and name.split("/", 1)[0] not in left_out:
+            hashes[name] = sha256_of_file(path)
+    return hashes
+
+
+def record_files(version_dir: Path, skip: Iterable[str] = ()) -> dict:
+    """Rewrite a version's card with FILES_KEY recording the files there now; returns the
+    card. For a card written before cards recorded every file (or after its folder gained
+    one on purpose): whoever runs it vouches for the files as they are."""
+    card = read_card(version_dir)
+    card[FILES_KEY] = file_hashes(version_dir, skip)
+    write_card(version_dir, card)
+    return card
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,11 @@ switches the served set in one step on the event loop. A version that fails to l
 replaces one that serves. A version taken out of service is `retiring` until its in-flight
 requests are answered; then `released` forgets it.
 
-Each version's `model.onnx` is checked against the sha256 in its card before it is loaded."""
+Before a version is loaded, every file it is loaded from is checked to lie inside the
+repository folder and to match the sha256 its card records (`service.repository_files`)."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,12 +23,13 @@ from service.errors import not_found, quoted
 from service.layout import (
     CARD_FILE,
     LIBRARY_FILE,
+    MODEL_FILE,
     SERVING_FILE,
     ModelEntry,
     parse_version,
     served_files,
-    sha256_of_file,
 )
+from service.repository_files import Boundary, CheckedFiles, check_version
 from service.runtime import INLINE_BELOW_NS, DeviceUnavailable, LoadedModel, SessionFactory
 from service.search.model import SearchModel
 from service.serving_config import DEFAULT_MAX_QUEUE_SIZE
@@ -85,15 +85,6 @@ def stamp_of(model_file: Path) -> Stamp:
         else:
             stamps.append((status.st_size, status.st_mtime_ns, status.st_ino))
     return tuple(stamps)
-
-
-def card_sha256(card: dict) -> str | None:
-    """The model file's sha256 as the card records it (`onnx.sha256`, as the training
-    pipeline writes it; a top-level `sha256` is read too)."""
-    onnx = card.get("onnx")
-    recorded = onnx.get("sha256") if isinstance(onnx, dict) else None
-    recorded = recorded or card.get("sha256")
-    return str(recorded).lower() if recorded else None
 
 
 @dataclass
@@ -173,7 +164,7 @@ class ModelRepository:
         self._pending_removal: set[Key] = set()  # gone once, not yet confirmed
         self._unloaded: dict[str, list[int]] = {}  # unloaded on request: their versions
         self._retiring: list[LoadedModel] = []  # out of service, requests still in flight
-        self._no_sha256_warned: set[Path] = set()
+        self._warned: set[str] = set()  # warnings about a version's files, given once
 
     # Loading at startup
 
@@ -248,7 +239,18 @@ class ModelRepository:
     def _version_files(self, name: str) -> dict[int, Path]:
         layout_log = logging.getLogger("service.layout")
         layout_log.addFilter(_LAYOUT_WARNINGS_ONCE)
-        return served_files(self.root / name)
+        model_dir = self.root / name
+        files = served_files(model_dir)
+        # A version folder that is a link out of the repository is listed (and refused when
+        # it is loaded) whether or not what it points to exists or holds a model: what is
+        # outside never decides what the index shows.
+        boundary = Boundary(self.root)
+        links = [p for p in model_dir.iterdir() if p.is_symlink()] if model_dir.is_dir() else []
+        for link in links:
+            version = parse_version(link.name)
+            if version is not None and version not in files and not boundary.contains(link):
+                files[version] = link / MODEL_FILE
+        return files
 
     def _known_keys(self, name: str) -> list[Key]:
         keys = {(name, v) for v in self._models.get(name, {})}
@@ -256,27 +258,19 @@ class ModelRepository:
         return sorted(keys)
 
     def attempt(self, entry: ModelEntry, stamp: Stamp, startup: bool = False) -> Attempt:
-        """Load one version, checking its model file against its card's sha256 first. Never
-        raises for a broken version (the Attempt holds the reason), but at `startup` for
-        DeviceUnavailable, which stops the server."""
+        """Load one version, checking its files against the repository's boundary and its
+        card first. Never raises for a broken version (the Attempt holds the reason), but at
+        `startup` for DeviceUnavailable, which stops the server."""
         key = (entry.name, entry.version)
         attempt = Attempt(key, stamp)
         try:
-            card_bytes = (entry.folder / CARD_FILE).read_bytes() \
-                if (entry.folder / CARD_FILE).is_file() else b""
-            serving = entry.folder.parent / SERVING_FILE
-            serving_bytes = serving.read_bytes() if serving.is_file() else b""
-            model_sha256 = sha256_of_file(entry.path)
-            attempt.digest = hashlib.sha256(
-                b"\0".join([model_sha256.encode(), card_bytes, serving_bytes])).hexdigest()
+            checked = check_version(self.root, entry.path)
+            self._warn_once(entry, checked)
+            attempt.digest = checked.digest()
             if not startup and attempt.digest == self._digests.get(key) \
                     and entry.version in self._models.get(entry.name, {}):
                 attempt.unchanged = True
                 return attempt
-            card = json.loads(card_bytes) if card_bytes else {}
-            if not isinstance(card, dict):
-                raise ValueError(f"{CARD_FILE} does not hold a JSON object")
-            self._check_sha256(entry, card, model_sha256)
             kind = SearchModel if entry.path.name == LIBRARY_FILE else LoadedModel
             model = kind.load(
                 entry.name,
@@ -289,6 +283,7 @@ class ModelRepository:
                 cache_dir=self.cache_dir,
                 inline_below_ns=self.inline_below_ns,
                 max_queue_size=self.max_queue_size,
+                verified=checked.hashes,
             )
             if stamp_of(entry.path) != stamp:
                 raise RuntimeError("its files changed while it loaded; it is tried again once "
@@ -306,20 +301,19 @@ class ModelRepository:
             attempt.reason = f"{type(exc).__name__}: {_one_line(str(exc))}"
         return attempt
 
-    def _check_sha256(self, entry: ModelEntry, card: dict, actual: str) -> None:
-        recorded = card_sha256(card)
-        if recorded is None:
-            if entry.path not in self._no_sha256_warned:
-                self._no_sha256_warned.add(entry.path)
-                log.warning("%s version %d: its card has no sha256 for %s; loading it "
-                            "unchecked", entry.name, entry.version, entry.path.name)
-            return
-        if recorded != actual:
-            raise ValueError(
-                f"{entry.path.name} has sha256 {actual[:16]}..., its card records "
-                f"{recorded[:16]}...: the file was changed or damaged after export (or the "
-                "card belongs to another model)"
-            )
+    def _warn_once(self, entry: ModelEntry, checked: CheckedFiles) -> None:
+        warnings = []
+        if checked.unchecked:
+            warnings.append(f"its card has no sha256 for {entry.path.name}; loading it "
+                            "unchecked")
+        if checked.absent:
+            warnings.append(f"its card records {', '.join(map(repr, checked.absent))}, not "
+                            "in its folder and not needed to serve it")
+        for warning in warnings:
+            text = f"{entry.name} version {entry.version}: {warning}"
+            if text not in self._warned:
+                self._warned.add(text)
+                log.warning("%s", text)
 
     def apply(self, plan: Plan, attempts: list[Attempt],
               unload_names: Iterable[str] = ()) -> list[LoadedModel]:

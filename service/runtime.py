@@ -23,6 +23,7 @@ from service import layout
 from service.codecs import object_array
 from service.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE
 from service.errors import ErrorKind, ServingError, invalid_argument, quoted
+from service.onnx_files import external_data_locations
 from service.serving_config import DEFAULT_MAX_QUEUE_SIZE, ServingConfig, read_serving_config
 from service.statistics import ModelStatistics
 
@@ -131,7 +132,8 @@ def optimized_model_cache(
     """(the cached optimised model to load, or None; where to write one, or None).
 
     ONNX Runtime's fully optimised graph may use this CPU's instruction set and the chosen
-    providers' fused kernels, so the key holds the model's bytes, the onnxruntime version,
+    providers' fused kernels, so the key holds the model's bytes (with those of its external
+    data, which the optimised graph holds inline), the onnxruntime version,
     the providers and the CPU's feature flags: a copied cache or a changed model is never
     reused. TensorRT builds its own engines and is not cached here. An unusable cache
     folder means no cache, with one warning."""
@@ -140,7 +142,12 @@ def optimized_model_cache(
     import onnxruntime as ort
 
     key = hashlib.sha256()
-    for part in (layout.sha256_of_file(model), ort.__version__, ",".join(providers),
+    try:
+        weights = [f"{name}={layout.sha256_of_file(model.parent / name)}"
+                   for name in external_data_locations(model)]
+    except (OSError, ValueError):  # not ONNX, or its data missing: ONNX Runtime says which
+        return None, None
+    for part in (layout.sha256_of_file(model), *weights, ort.__version__, ",".join(providers),
                  _cpu_flags()):
         key.update(part.encode() + b"\0")
     entry = cache_dir / f"{key.hexdigest()[:32]}.onnx"
@@ -412,7 +419,11 @@ class LoadedModel:
         cache_dir: Path | None = None,
         inline_below_ns: int = INLINE_BELOW_NS,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        verified: Mapping[str, str] | None = None,
     ) -> LoadedModel:
+        """`verified`: the sha256 of the version's files, as the repository checked them
+        before this load (service/repository_files.py); a search model's library uses them,
+        a model's session needs nothing more."""
         config = read_serving_config(path.parent.parent)
         session = open_model_session(path, device, config, intra_op_threads, create, cache_dir)
         model = cls(name, version, path, session, layout.read_card(path.parent),

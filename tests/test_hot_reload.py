@@ -269,7 +269,7 @@ def test_the_card_sha256_is_checked_at_startup(copy_model, tmp_path):
     card_path.write_text(json.dumps(card))
     bare = repo / "no_checksum" / "1" / "card.json"
     card = json.loads(bare.read_text())
-    del card["onnx"]["sha256"]
+    del card["onnx"]["sha256"], card["files"]  # a card that records no sha256 at all
     bare.write_text(json.dumps(card))
     with run_server(repo, tmp_path) as running:
         client = grpcclient.InferenceServerClient(running.url)

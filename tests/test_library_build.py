@@ -279,6 +279,7 @@ def test_a_library_whose_embedding_model_changed_is_refused(tmp_path, library_mg
     onnx.save(proto, str(folder / "model.onnx"))
     card = json.loads((folder / "card.json").read_text())
     card["onnx"]["sha256"] = hashlib.sha256((folder / "model.onnx").read_bytes()).hexdigest()
+    card["files"]["model.onnx"] = card["onnx"]["sha256"]
     (folder / "card.json").write_text(json.dumps(card))
     with run_server(models, tmp_path) as server:
         client = grpcclient.InferenceServerClient(server.url)

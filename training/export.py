@@ -192,7 +192,9 @@ def check_parity(
 
 
 def card_section(sha256: str, difference: float) -> dict[str, object]:
-    """The card's `onnx` entry: the file, its hash and opset, and the parity measured."""
+    """The card's `onnx` entry: the file, its hash and opset, and the parity measured. (The
+    card's `files`, service.layout.file_hashes, records every file of the version folder,
+    this one included, once they are all written.)"""
     return {
         "file": MODEL_FILE,
         "sha256": sha256,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.layout import MODEL_FILE, version_folders, write_card
+from service.layout import FILES_KEY, MODEL_FILE, file_hashes, version_folders, write_card
 from spectra.binning import METADATA_KEY as BINNING_KEY
 from training import export, fitting, ledger, plots, provenance
 from training.data.dataset import Arrays, Dataset
@@ -149,6 +149,7 @@ def ship(
             )
         pngs = _plots(spec, run, y_true, y_score, labels, staging)
         card = _card(spec, text, version, proto, sha256, difference, run, metrics, labels, pngs)
+        card[FILES_KEY] = file_hashes(staging)  # every file, the plots too: a load checks them
         write_card(staging, card)
         target = model_folder / str(version)
         if target.exists():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from service.layout import MODEL_FILE, model_name_problem, write_card
+from service.layout import FILES_KEY, MODEL_FILE, file_hashes, model_name_problem, write_card
 from training import export, fitting, ledger, provenance
 from training.data.dataset import Arrays
 from training.pipeline import next_version
@@ -305,6 +305,7 @@ def _ship(
         difference = _parity(measured, staging, signature, request.tolerance)
         version = next_version(model_folder, overwrite=False)
         card = _card(request, source, signature, measured, proto, version, sha256, difference)
+        card[FILES_KEY] = file_hashes(staging)  # every file in the version: a load checks them
         write_card(staging, card)
         staging.chmod(0o755)  # mkdtemp makes it private
         target = model_folder / str(version)

@@ -25,8 +25,10 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import BentoMLException, NotFound
 
+from service import repository_files
 from service.layout import (
     CARD_FILE,
+    FILES_KEY,
     LIBRARY_FILE,
     MODEL_FILE,
     SERVING_FILE,
@@ -108,14 +110,20 @@ def _embedding_model_of(entry: ModelEntry) -> tuple[str, int]:
 
 
 def _bundle_files(entry: ModelEntry) -> list[Path]:
-    """What travels into the store for a version: its model file and card; for a library,
-    its manifest, card, every file the manifest records (checked again when it is opened)
-    and a local Qdrant store when that is its backend (service/search/library.py)."""
+    """What travels into the store for a version: its model file, card and every file the
+    card records (a load checks them all: service/repository_files.py); for a library also
+    every file the manifest records (checked again when it is opened) and a local Qdrant
+    store when that is its backend (service/search/library.py)."""
     folder = entry.folder
+    recorded = entry.read_card().get(FILES_KEY)
+    tops = sorted({name.split("/", 1)[0] for name in recorded}) \
+        if isinstance(recorded, dict) else []
+    files = [entry.path, folder / CARD_FILE,
+             *(folder / top for top in tops if top not in (entry.path.name, CARD_FILE))]
     if entry.path.name != LIBRARY_FILE:
-        return [entry.path, folder / CARD_FILE]
+        return files
     manifest = json.loads(entry.path.read_text())
-    files = [entry.path, folder / CARD_FILE, *(folder / name for name in manifest["files"])]
+    files += [folder / name for name in manifest["files"] if folder / name not in files]
     location = str(manifest.get("backend", {}).get("location", ""))
     if location and "://" not in location and location != ":memory:" \
             and (folder / location).is_dir():
@@ -252,10 +260,10 @@ def repository_from_store(tags: list[str], folder: Path) -> Path:
         target = folder / name / str(version)
         target.mkdir(parents=True, exist_ok=True)
         stored = Path(model.path)
-        if (stored / LIBRARY_FILE).is_file():  # every file of the bundle
-            files = [p for p in sorted(stored.iterdir()) if p.name not in _NOT_BUNDLE]
-        else:
-            files = [stored / MODEL_FILE, stored / CARD_FILE]
+        # The links lead out of the folder the core loads from, into the store: the one
+        # place outside a repository its boundary lets links go (service/repository_files.py).
+        repository_files.trust_folder(stored)
+        files = [p for p in sorted(stored.iterdir()) if p.name not in _NOT_BUNDLE]
         for source in files:
             if source.exists():
                 (target / source.name).symlink_to(source.resolve())
@@ -269,6 +277,6 @@ def repository_from_store(tags: list[str], folder: Path) -> Path:
     return folder
 
 
-# What a stored library's folder holds besides its bundle: BentoML's own record of the model,
+# What a stored version's folder holds besides its files: BentoML's own record of the model,
 # and the serving.json that belongs beside the version folders.
 _NOT_BUNDLE = frozenset({"model.yaml", SERVING_FILE})

@@ -23,15 +23,17 @@ from typing import TextIO
 import numpy as np
 
 from service.layout import (
+    FILES_KEY,
     LIBRARY_FILE,
     MODEL_FILE,
+    file_hashes,
     model_name_problem,
     read_card,
     sha256_of_file,
     version_folders,
     write_card,
 )
-from service.repository import card_sha256
+from service.repository_files import FileRefused, check_model_file
 from service.search.library import (
     ANN_FILE,
     BACKENDS,
@@ -75,7 +77,7 @@ def embedding_model(
     models: Path, name: str, version: int | None
 ) -> tuple[int, Path, dict, str]:
     """(version, model file, card, the file's sha256) of the embedding model, checked
-    against its card."""
+    against its card as the server checks a version it loads."""
     versions = version_folders(models / name)
     if not versions:
         raise LibraryBuildError(f"no model '{name}' under '{models}'")
@@ -89,11 +91,10 @@ def embedding_model(
     if METADATA_KEY not in card:
         raise LibraryBuildError(f"model '{name}' version {version} has no {METADATA_KEY} in "
                                 "its card: it does not say how spectra become its input")
-    actual = sha256_of_file(model_file)
-    recorded = card_sha256(card)
-    if recorded and recorded != actual:
-        raise LibraryBuildError(f"model '{name}' version {version}: {MODEL_FILE} does not "
-                                "match the sha256 its card records")
+    try:
+        actual = check_model_file(models, model_file)
+    except FileRefused as exc:
+        raise LibraryBuildError(f"model '{name}' version {version}: {exc}") from None
     return version, model_file, card, actual
 
 
@@ -147,7 +148,11 @@ def build_library(
         if (staging / ANN_FILE).exists():
             manifest["files"][ANN_FILE] = sha256_of_file(staging / ANN_FILE)
         (staging / LIBRARY_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        write_card(staging, _card(manifest, sha256_of_file(staging / LIBRARY_FILE)))
+        card = _card(manifest, sha256_of_file(staging / LIBRARY_FILE))
+        # Every file of the bundle; a local Qdrant store changes as it is opened, so it is
+        # held to the repository's boundary, not to a sha256.
+        card[FILES_KEY] = file_hashes(staging, skip=(QDRANT_FOLDER,))
+        write_card(staging, card)
         target = folder / str(library_version)
         staging.chmod(0o755)
         staging.rename(target)

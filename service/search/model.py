@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from service.errors import invalid_argument, quoted
-from service.layout import MODEL_FILE, read_card, sha256_of_file
+from service.layout import MODEL_FILE, read_card
+from service.repository_files import FileRefused, check_model_file, safe_name
 from service.runtime import (
     INLINE_BELOW_NS,
     LoadedModel,
@@ -110,12 +111,14 @@ class SearchModel(LoadedModel):
         cache_dir: Path | None = None,
         inline_below_ns: int = INLINE_BELOW_NS,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        verified: Mapping[str, str] | None = None,
     ) -> SearchModel:
         """Open the bundle `path` (its library.json) and the embedding model it was built
         with. Refused, with the reason, when that model is not in the repository or its
-        file is not the one the library's embeddings came from."""
+        file is not the one the library's embeddings came from. `verified`: sha256 of
+        files the repository has just checked, not read again."""
         folder = path.parent
-        library = Library.open(folder)
+        library = Library.open(folder, root=folder.parent.parent, verified=verified)
         model_file = embedding_model_file(folder.parent.parent, library)
         config = read_serving_config(folder.parent)
         session = open_model_session(model_file, device, config, intra_op_threads, create,
@@ -295,12 +298,18 @@ def embedding_model_file(root: Path, library: Library) -> Path:
     """The repository's file of the model the library was built with, checked to be the
     very file (sha256) and to bin spectra as the library did."""
     ref = library.embedding_model
+    if not safe_name(ref.name) or "/" in ref.name:
+        raise LibraryError(f"library '{library.name}': its manifest's embedding model is not "
+                           "a model folder's name (a path, or one with '..')")
     model_file = root / ref.name / str(ref.version) / MODEL_FILE
-    if not model_file.is_file():
+    try:  # the boundary and the model's own card, as for any version served
+        actual = check_model_file(root, model_file)
+    except FileRefused as exc:
+        missing = str(exc) == f"{MODEL_FILE} is missing"
         raise LibraryError(
-            f"library '{library.name}' was built with embedding model {ref.describe()}, which "
-            f"is not in the repository ({model_file} is missing)")
-    actual = sha256_of_file(model_file)
+            f"library '{library.name}' was built with embedding model {ref.describe()}, "
+            + ("which is not in the repository" if missing else f"which is refused: {exc}")
+        ) from None
     if actual != ref.sha256:
         raise LibraryError(
             f"library '{library.name}' was built with embedding model {ref.describe()}, but "
@@ -347,9 +356,7 @@ def open_backend(library: Library) -> SearchBackend:
             return exact
         return FaissBackend(index, library.precursor_mz, exact)
     if kind == "qdrant":
-        location = str(settings["location"])
-        if "://" not in location and location != ":memory:":
-            location = str(library.folder / location)
+        location = library.qdrant_location()
         return QdrantBackend(open_qdrant(location), str(settings["collection"]),
                              library.count)
     raise LibraryError(f"library '{library.name}': unknown backend {kind!r}")
