@@ -180,8 +180,10 @@ class DataPlane:
         """Start polling the repository (poll mode); on the event loop, once serving."""
         self._control.start()
 
-    async def load_model(self, name: str) -> None:
-        await self._control.load(name)
+    async def load_model(self, name: str, parameters: Mapping[str, object] | None = None) -> None:
+        """Load or reload `name` from its folder; `parameters` as the request sent them
+        (every one is refused: see ModelControl.load)."""
+        await self._control.load(name, parameters)
 
     async def unload_model(self, name: str) -> None:
         await self._control.unload(name)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from service.errors import invalid_argument, not_found, quoted, unavailable
 from service.repository import Attempt, ModelRepository
@@ -98,12 +98,14 @@ class ModelControl:
 
     # The requests
 
-    async def load(self, name: str) -> None:
+    async def load(self, name: str, parameters: Mapping[str, object] | None = None) -> None:
         """Load or reload every version of `name` from its folder. Raises NOT_FOUND when
         there is no such folder, INVALID_ARGUMENT when a version on disk failed to load
-        (the versions that loaded serve; one that served before keeps serving)."""
+        (the versions that loaded serve; one that served before keeps serving) or when the
+        request has parameters (`_check_load_parameters`)."""
         self._refuse_unless_explicit("load")
         _check_name(name)
+        _check_load_parameters(parameters or {})
         async with self._one_change():
             if not await asyncio.to_thread(self.repository.has_folder, name):
                 raise not_found(f"no model folder {quoted(name)} under "
@@ -235,3 +237,29 @@ def _check_name(name: str) -> None:
         raise invalid_argument(
             f"model name {quoted(name)} is not a model folder's name (not empty, at most "
             f"{MAX_NAME_LENGTH} characters, no path separators, not starting with '.')")
+
+
+def _check_load_parameters(parameters: Mapping[str, object]) -> None:
+    """A load takes no parameters. Triton's `config` (a configuration to load the model
+    with) and `file:<path>` (model files sent in the request) would each make the request
+    say something the folder does not, and zooserve loads only what its repository folder
+    holds and its cards vouch for: any parameter is refused by name rather than ignored, so
+    a client never believes an override or an upload took effect."""
+    if not parameters:
+        return
+    names = sorted(parameters)
+    shown = ", ".join(quoted(n, 64) for n in names[:8])
+    if len(names) > 8:
+        shown += f" and {len(names) - 8} more"
+    why = []
+    if "config" in parameters:
+        why.append("'config': a model's configuration comes from its folder (serving.json), "
+                   "not the request")
+    if any(n.startswith("file:") for n in names):
+        why.append("'file:...': model files are not uploaded with a load; put them in the "
+                   "repository folder with a card that records them")
+    raise invalid_argument(
+        f"load parameter{'s' if len(names) > 1 else ''} {shown} "
+        f"{'are' if len(names) > 1 else 'is'} not supported: zooserve loads a model only from "
+        "its folder in the repository and takes no load parameters"
+        + (f" ({'; '.join(why)})" if why else ""))

@@ -151,7 +151,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_answers_errors
     async def RepositoryModelLoad(self, request, context):
-        await self.dataplane.load_model(request.model_name)
+        # Parameters go to the core as they came (it refuses every one, by name).
+        parameters = {
+            key: getattr(value, value.WhichOneof("parameter_choice") or "string_param")
+            for key, value in request.parameters.items()
+        }
+        await self.dataplane.load_model(request.model_name, parameters)
         return pb.RepositoryModelLoadResponse()
 
     @_answers_errors

@@ -167,11 +167,27 @@ def build_v2_app(
         rows = frontend.dataplane.index()
         return JSONResponse(extensions.repository_index(rows, ready_only=ready))
 
-    # Triton's model-repository extension, with --model-control explicit (model_control.py);
-    # a body's "parameters" are accepted and unused. 200 with an empty body, as Triton.
+    # Triton's model-repository extension, with --model-control explicit (model_control.py).
+    # A load body is empty or a JSON object whose only key is "parameters" (an object); the
+    # core refuses every parameter by name (400), never ignores one. 200 with an empty
+    # body, as Triton.
     @route("/v2/repository/models/{name}/load", ["POST"])
     async def load_model(request: Request, frontend: Frontend) -> Response:
-        await frontend.dataplane.load_model(request.path_params["name"])
+        raw = await body.read_body(request, max_request_bytes)
+        raw = body.decompress(raw, request.headers.get("content-encoding", ""),
+                              max_request_bytes)
+        options = body.read_json(raw, "the load request body") if raw.strip() else {}
+        if not isinstance(options, dict):
+            raise invalid_argument('the load request body must be a JSON object, e.g. '
+                                   '{"parameters": {}}, or empty')
+        unknown = [key for key in options if key != "parameters"]
+        if unknown:
+            raise invalid_argument(f"the load request body has {quoted(unknown[0])}; its only "
+                                   'key is "parameters"')
+        parameters = options.get("parameters", {})
+        if not isinstance(parameters, dict):
+            raise invalid_argument('"parameters" of a load request must be a JSON object')
+        await frontend.dataplane.load_model(request.path_params["name"], parameters)
         return Response(status_code=200)
 
     @route("/v2/repository/models/{name}/unload", ["POST"])
