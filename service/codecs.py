@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -198,11 +198,22 @@ _WORDS = {"b": "true or false", "i": "integers", "u": "integers",
           "f": 'numbers ("NaN", "Infinity" and "-Infinity" for the others)', "O": "text"}
 
 
+class ElementSource:
+    """Elements not yet made into Python objects (a large JSON array left in its body:
+    service/http_frontend/json_tensors.py); `elements` reads them as `_elements` reads a
+    list, with the same checks and messages."""
+
+    def elements(self, name: str, datatype: str, role: str) -> np.ndarray:
+        raise NotImplementedError
+
+
 def _elements(name: str, datatype: str, values: object, role: str) -> np.ndarray:
     """The elements as an array of the datatype, each checked: an array (gRPC's typed
     contents, already numbers of the wire's type) is range-checked and cast; Python values
     (JSON) are checked by type, nesting and range first."""
     dtype = numpy_dtype(name, datatype, role)
+    if isinstance(values, ElementSource):
+        return values.elements(name, datatype, role)
     if isinstance(values, np.ndarray) and values.dtype != object:
         return _cast_in_range(name, role, datatype, dtype, values)
     try:
@@ -246,6 +257,90 @@ def _elements(name: str, datatype: str, values: object, role: str) -> np.ndarray
         index = next(i for i, v in enumerate(flat) if type(v) is int and v.bit_length() > 1000)
         raise _out_of_range(name, role, datatype, index, flat[index]) from None
     return _cast_in_range(name, role, datatype, dtype, wide).reshape(nested.shape)
+
+
+def elements_from_pieces(
+    name: str, datatype: str, role: str, dims: tuple[int, ...] | None, depth: int,
+    pieces: Iterable[list],
+) -> np.ndarray:
+    """What `_elements` makes of a nested list of shape `dims` (None: ragged), given as its
+    elements in row-major pieces: each piece is checked and converted into the result before
+    the next is read, so no more than one piece is ever Python objects. The same mistakes
+    are refused with the same messages, in the same order (nesting, size, the first element
+    of a wrong type, then the first out of range)."""
+    dtype = numpy_dtype(name, datatype, role)
+    who = _who(name, role)
+    if dims is None or depth > 64:  # numpy's own limit on dimensions
+        raise invalid_argument(
+            f"{who}: elements cannot be read as {datatype}: nested more than {MAX_RANK} deep, "
+            "or ragged")
+    if len(dims) > MAX_RANK:
+        raise invalid_argument(
+            f"{who}: elements nested {len(dims)} deep, more than the limit of {MAX_RANK} axes")
+    count = math.prod(dims)
+    if count > MAX_ELEMENTS:
+        raise invalid_argument(
+            f"{who}: {count} elements, more than the limit of {MAX_ELEMENTS} per tensor")
+    kind = dtype.kind
+    allowed = {"b": _BOOL_TYPES, "i": _INT_TYPES, "u": _INT_TYPES, "f": _FLOAT_TYPES,
+               "O": _BYTES_TYPES}[kind]
+    texts: list[bytes] = []
+    out = np.empty(0 if kind == "O" else count, dtype=dtype)
+    filled = 0
+    out_of_range: Exception | None = None
+    overflow, big = False, None  # an integer beyond any float, and which one
+    for values in pieces:
+        types = set(map(type, values))
+        if kind == "f" and str in types:
+            values = [NON_FINITE_TEXT.get(v, v) if type(v) is str else v for v in values]
+            types = set(map(type, values))
+        if not types <= allowed:
+            index, item = next((i, v) for i, v in enumerate(values) if type(v) not in allowed)
+            raise invalid_argument(
+                f"{who}: elements cannot be read as {datatype}: element {filled + index} is "
+                f"{_describe(item)}; {datatype} elements are {_WORDS[kind]}")
+        size = len(values)
+        part = out[filled:filled + size]
+        if kind == "O":
+            texts.extend(map(_as_bytes, values))
+        elif kind == "b":
+            part[:] = values
+        elif kind in "iu":
+            info = np.iinfo(dtype)
+            if size and (min(values) < info.min or max(values) > info.max):
+                if out_of_range is None:
+                    index = next(i for i, v in enumerate(values)
+                                 if not info.min <= v <= info.max)
+                    out_of_range = _out_of_range(name, role, datatype, filled + index,
+                                                 values[index])
+            else:
+                part[:] = values
+        else:
+            try:
+                wide = np.array(values, dtype=np.float64)
+            except OverflowError:
+                overflow = True
+                if big is None:
+                    index = next(i for i, v in enumerate(values)
+                                 if type(v) is int and v.bit_length() > 1000)
+                    big = (filled + index, values[index])
+            else:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    part[:] = wide
+                if out_of_range is None and dtype != wide.dtype:
+                    wrong = np.flatnonzero(np.isinf(part) & np.isfinite(wide))
+                    if wrong.size:
+                        index = int(wrong[0])
+                        out_of_range = _out_of_range(name, role, datatype, filled + index,
+                                                     wide[index])
+        filled += size
+    if overflow and big is not None:  # as flat.astype(np.float64) fails in _elements
+        raise _out_of_range(name, role, datatype, *big)
+    if out_of_range is not None:
+        raise out_of_range
+    if kind == "O":
+        return object_array(texts, dims)
+    return out.reshape(dims)
 
 
 def _ints_in_range(

@@ -85,3 +85,20 @@ def test_the_library_search_benchmark_runs_and_writes_its_section(tmp_path: Path
         assert _number(row[2]) > 0 and float(row[5]) >= 0.9, row
     built = _subsection_rows(text, "Build")
     assert float([row for row in built if row[1] == "ann"][0][7]) >= 0.99
+
+
+def test_the_json_body_memory_benchmark_prints_its_table():
+    """benchmarks/json_body_memory.py at a toy size: a row per shape and decoder, positive
+    figures, every body accepted and its broken twin refused (no <!-- ... --> note)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.json_body_memory", "--sizes", "0.1", "--legacy"],
+        cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = [line.strip("|").split("|") for line in result.stdout.splitlines()
+            if line.startswith("| ") and not line.startswith("| shape")]
+    notes = [line for line in result.stdout.splitlines() if line.startswith("<!--")]
+    assert {row[2].strip() for row in rows} == {"new", "legacy"}
+    assert len(rows) >= 10, result.stdout
+    for row in rows:
+        assert all(float(cell) > 0 for cell in row[4:7:2]), row  # peak per byte
+    assert notes == [n for n in notes if "tiny tensors" in n], notes

@@ -11,8 +11,6 @@ the body is never read."""
 
 from __future__ import annotations
 
-import json
-import math
 import re
 import zlib
 
@@ -20,7 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import invalid_argument
+from service.http_frontend import json_tensors
 from service.http_frontend.status import HttpError
 
 SETTING = "max_request_bytes (--max-request-bytes / ZOOSERVE_MAX_REQUEST_BYTES)"
@@ -29,26 +27,11 @@ COMPRESS_AT_LEAST = 1024
 _DIGITS = re.compile(r"[0-9]{1,20}")
 
 
-def _finite_or_refused(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):  # 1e400: json would read it as infinity, silently
-        raise ValueError(f"the number {text[:40]} is out of range for a 64-bit float")
-    return value
-
-
 def read_json(raw: bytes | bytearray | memoryview, what: str, hint: str = "") -> object:
-    """A JSON body (or part of one); anything that is not JSON is the client's mistake, also
-    what Python's json refuses in its own ways: nesting too deep for its recursion, an
-    integer of more digits than it converts, a number too large for a float."""
-    try:
-        return json.loads(bytes(raw) if isinstance(raw, memoryview) else raw,
-                          parse_float=_finite_or_refused)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise invalid_argument(f"{what} is not JSON: {exc}{hint}") from None
-    except RecursionError:
-        raise invalid_argument(f"{what} is nested too deeply to read") from None
-    except ValueError as exc:  # int digits beyond Python's limit; _finite_or_refused
-        raise invalid_argument(f"{what} holds a number that cannot be read: {exc}") from None
+    """A JSON body (or part of one), strictly and within bounded memory: see
+    service/http_frontend/json_tensors.py (UTF-8 only, no key twice, numbers Python and a
+    64-bit float can hold, large arrays of numbers left in the body until decoded)."""
+    return json_tensors.loads(raw, what, hint)
 
 
 def too_large(what: str, limit: int) -> HttpError:

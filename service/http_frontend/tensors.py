@@ -23,7 +23,7 @@ from service import codecs
 from service.dataplane import InferenceRequest, InferenceResponse
 from service.errors import invalid_argument, quoted
 from service.labels import labelled_output
-from service.limits import MAX_ID_LENGTH
+from service.limits import MAX_ID_LENGTH, MAX_RANK
 from service.runtime import LoadedModel, TensorSpec
 
 # requests
@@ -51,12 +51,15 @@ def decode_tensor(model: LoadedModel, tensor: object) -> tuple[str, np.ndarray]:
     datatype, shape, data = tensor["datatype"], tensor["shape"], tensor["data"]
     if not isinstance(datatype, str):
         raise invalid_argument(f'{who}: "datatype" must be a string, e.g. "FP32"')
+    if isinstance(shape, codecs.ElementSource):  # over 1 KiB of JSON: far past MAX_RANK
+        raise invalid_argument(
+            f'{who}: "shape" must be a list of integers, at most {MAX_RANK} of them')
     if not isinstance(shape, list) or not all(type(d) is int for d in shape):
         raise invalid_argument(f'{who}: "shape" must be a list of integers')
     check_parameters(tensor, who)
     spec = model.input_spec(name)
     model.check_datatype(spec, datatype)
-    if not isinstance(data, list):
+    if not isinstance(data, (list, codecs.ElementSource)):
         data = [data]
     return name, codecs.decode_list(name, spec.datatype, shape, data)
 
@@ -117,8 +120,14 @@ def check_parameters(holder: Mapping, who: str) -> None:
         if not isinstance(value, (str, int, float, bool)):
             raise invalid_argument(
                 f"{who}: parameter {quoted(key)} must be a string, number or boolean, "
-                f"got {'null' if value is None else type(value).__name__}"
+                f"got {_json_type(value)}"
             )
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    return "list" if isinstance(value, codecs.ElementSource) else type(value).__name__
 
 
 def _unique(pairs) -> dict[str, np.ndarray]:
