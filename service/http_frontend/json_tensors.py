@@ -463,18 +463,25 @@ class _Scan:
                 self.regular = False
             if low > self.token_depth:
                 self.regular = False  # [1, [2, 3]]: deeper than the first element
-            self.closes.append(np.array([max(self.token_depth - low, 0)], dtype=np.uint8))
+            self._closes(np.array([max(self.token_depth - low, 0)], dtype=np.uint8))
         if (depths[tokens] != self.token_depth).any():
             self.regular = False
         if tokens.size > 1:
             if (np.diff(commas[tokens]) != 1).any():
                 self.regular = False
             lows = np.minimum.reduceat(depths, tokens)[:-1]
-            self.closes.append((self.token_depth - lows).astype(np.uint8))
+            self._closes((self.token_depth - lows).astype(np.uint8))
         last = int(tokens[-1])
         self.segment = [int(commas[-1] - commas[last]), int(opens[-1] - opens[last]),
                         int(closes[-1] - closes[last]), int(depths[last:].min())]
         self.tokens += int(tokens.size)
+
+    def _closes(self, closes: np.ndarray) -> None:
+        # A flat array needs no record: no bracket may close between two of its elements.
+        if self.token_depth == 1:
+            self.regular = self.regular and not closes.any()
+        else:
+            self.closes.append(closes)
 
     def dims(self) -> tuple[int, ...] | None:
         """The shape of a regular nested array (None when ragged)."""
