@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from service.dataplane import DataPlane
 from service.grpc_frontend.server import start_grpc_server
 from service.http_frontend.server import start_http_server
-from service.memory import return_large_buffers_to_the_system
+from service.memory import return_large_buffers_to_the_system, trim_when_idle
 from service.metrics import start_metrics_server
 from service.ports import HTTP_PORT, check_port_free
 from service.security import Security, load_security
@@ -48,6 +48,7 @@ async def _serve(settings: Settings, worker: WorkerLink | None = None,
     if security is None:  # TLS, token, reflection: checked before models load
         security = load_security(settings)
     return_large_buffers_to_the_system()  # see service/memory.py
+    trim_when_idle()
     dataplane = DataPlane.from_settings(settings)
     grpc_frontend = await start_grpc_server(
         dataplane, settings.host, settings.grpc_port, reuse_port=sharing, security=security,

@@ -6,10 +6,12 @@ answered in full, and the server keeps serving.
 
 How long the checks took is a figure, printed (`pytest -s`) beside the timeout the shipped
 Kubernetes manifests give the readiness probe (deploy/k8s/base: 2 s), not asserted: it
-depends on the CPU and on what else runs. On a quiet 2-core machine the slowest check took
-0.4-0.9 s; with `stress-ng --cpu 4` beside the test suite, one check of 1,054 took over 2 s.
-A check gets STARVED_S before it counts as a failure: a server that stops answering
-health while it decodes fails the test on any machine."""
+depends on the CPU and on what else runs. On a 2-core machine with other work beside it, the
+p99 was 6-39 ms and the slowest check 0.2-0.3 s: what holds the loop then is grpc.aio's own
+copy of each received message into a bytes object, on the event loop (docs/serving.md,
+"Large requests"); earlier, with `stress-ng --cpu 4` beside the test suite, one check of
+1,054 took over 2 s. A check gets STARVED_S before it counts as a failure: a server that
+stops answering health while it decodes fails the test on any machine."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 from google.protobuf import json_format
@@ -26,11 +27,14 @@ def inference_request(
     model: LoadedModel,
     received_ns: int | None = None,
     deadline: float | None = None,
+    cut: Cut | None = None,
 ) -> InferenceRequest:
     """A ModelInfer request for the model it names (already looked up); `received_ns`:
-    when decoding began, `deadline`: the client's, as time.monotonic()."""
+    when decoding began, `deadline`: the client's, as time.monotonic(); `cut`: the tensor
+    data `parse_infer_request` cut out of it, if any."""
     inputs: dict[str, np.ndarray] = {}
-    raw = message.raw_input_contents
+    raw = cut.raw if cut is not None else message.raw_input_contents
+    contents = cut.contents if cut is not None else {}
     if raw and len(raw) != len(message.inputs):
         raise invalid_argument(
             f"request has {len(message.inputs)} inputs but {len(raw)} raw_input_contents; "
@@ -43,7 +47,9 @@ def inference_request(
     for position, tensor in enumerate(message.inputs):
         if tensor.name in inputs:
             raise invalid_argument(f"input {quoted(tensor.name)} appears more than once")
-        inputs[tensor.name] = tensors.decode_input(model, tensor, raw[position] if raw else None)
+        inputs[tensor.name] = tensors.decode_input(
+            model, tensor, raw[position] if raw else None, contents.get(position)
+        )
     return InferenceRequest(
         model=model,
         inputs=inputs,
@@ -60,19 +66,147 @@ def _parameter(value: pb.InferParameter) -> object:
     return getattr(value, choice) if choice else None
 
 
-def parse_infer_request(data: bytes) -> pb.ModelInferRequest:
-    """A ModelInferRequest from its bytes; bytes that are not one are the client's mistake."""
+# Wire format: field numbers of ModelInferRequest (inputs, raw_input_contents), of its
+# InferInputTensor (contents), and the packed typed lists read in place.
+_INPUTS, _RAW_INPUT_CONTENTS, _CONTENTS = 5, 7, 5
+_PACKED = {6: "fp32_contents", 7: "fp64_contents"}
+_LEN = 2  # wire type: length-delimited
+# Below this a request is parsed whole: cutting pays only where copies cost.
+CUT_FROM_BYTES = 64 * 1024
+
+
+@dataclass
+class Cut:
+    """Tensor data cut out of a request's bytes before protobuf parses the rest: numpy then
+    reads the elements where they lie. Parsing them would copy them (30 ms for 57 MiB), and
+    reading typed contents back from the parsed message copies them again; both hold the
+    GIL, and with it the event loop, for the whole copy."""
+
+    raw: list[memoryview] = field(default_factory=list)  # raw_input_contents, in order
+    # input position -> (its typed list's name, the list's packed elements)
+    contents: dict[int, tuple[str, memoryview]] = field(default_factory=dict)
+
+    def nbytes(self) -> int:
+        return sum(map(len, self.raw)) + sum(len(v) for _, v in self.contents.values())
+
+
+def parse_infer_request(data: bytes) -> tuple[pb.ModelInferRequest, Cut | None]:
+    """A ModelInferRequest from its bytes, and for a large one its tensor data, cut out
+    (see Cut); bytes that are not a ModelInferRequest are the client's mistake."""
+    if len(data) >= CUT_FROM_BYTES:
+        try:
+            skeleton, cut = _cut(memoryview(data))
+            return pb.ModelInferRequest.FromString(skeleton), cut
+        except (ValueError, IndexError, DecodeError):
+            pass  # not laid out as expected: protobuf parses it all, and says what is wrong
     try:
-        return pb.ModelInferRequest.FromString(data)
+        return pb.ModelInferRequest.FromString(data), None
     except DecodeError as exc:
         raise invalid_argument(f"the request is not a ModelInferRequest: {exc}") from None
 
 
-def payload_bytes(message: pb.ModelInferRequest) -> int:
+def _varint(view: memoryview, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = view[offset]
+        value |= (byte & 0x7F) << shift
+        offset += 1
+        if not byte & 0x80:
+            return value, offset
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _encode_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _fields(view: memoryview, start: int, end: int):
+    """(number, wire type, where the field starts, where its value starts, its end) for each
+    field between start and end; ValueError where the bytes do not add up."""
+    offset = start
+    while offset < end:
+        key, value_start = _varint(view, offset)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, value_end = _varint(view, value_start)
+        elif wire == 1:
+            value_end = value_start + 8
+        elif wire == _LEN:
+            length, value_start = _varint(view, value_start)
+            value_end = value_start + length
+        elif wire == 5:
+            value_end = value_start + 4
+        else:  # groups: nothing in this protocol uses them
+            raise ValueError(f"wire type {wire}")
+        if number == 0 or value_end > end:
+            raise ValueError("truncated field")
+        yield number, wire, offset, value_start, value_end
+        offset = value_end
+
+
+def _cut(view: memoryview) -> tuple[bytes, Cut]:
+    """The request's bytes without its raw_input_contents and with each input's packed
+    FP32/FP64 contents emptied, and what was taken out. An input's contents is cut only when
+    it is one packed list, sent once; anything else stays for protobuf to read."""
+    cut = Cut()
+    kept: list[memoryview | bytes] = []
+    position = 0
+    for number, wire, field_start, start, end in _fields(view, 0, len(view)):
+        if number == _RAW_INPUT_CONTENTS and wire == _LEN:
+            cut.raw.append(view[start:end])
+            continue
+        if number == _INPUTS and wire == _LEN:
+            emptied = _cut_contents(view, start, end)
+            if emptied is not None:
+                tensor, cut.contents[position] = emptied
+                kept += [b"\x2a", _encode_varint(len(tensor)), tensor]  # field 5, length-delimited
+                position += 1
+                continue
+            position += 1
+        kept.append(view[field_start:end])
+    return b"".join(kept), cut
+
+
+def _cut_contents(
+    view: memoryview, start: int, end: int
+) -> tuple[bytes, tuple[str, memoryview]] | None:
+    """One InferInputTensor with its contents emptied, and the packed list that was in it;
+    None when its contents is not one packed FP32/FP64 list sent once."""
+    found = None
+    for number, wire, field_start, value_start, value_end in _fields(view, start, end):
+        if number == _CONTENTS:
+            if found is not None or wire != _LEN:
+                return None
+            found = field_start, value_start, value_end
+    if found is None:
+        return None
+    field_start, value_start, value_end = found
+    lists = list(_fields(view, value_start, value_end))
+    if len(lists) != 1 or lists[0][0] not in _PACKED or lists[0][1] != _LEN:
+        return None
+    number, _, _, elements_start, elements_end = lists[0]
+    name = _PACKED[number]
+    if (elements_end - elements_start) % tensors.WIRE_DTYPE[name].itemsize:
+        return None
+    # An empty contents stays, so that the tensor still says it came with contents.
+    tensor = b"".join([view[start:field_start], b"\x2a\x00", view[value_end:end]])
+    return tensor, (name, view[elements_start:elements_end])
+
+
+def payload_bytes(message: pb.ModelInferRequest, cut: Cut | None = None) -> int:
     """About how many bytes of tensor data a request carries: its raw buffers and its typed
-    elements (counted at 4 bytes each). Counted in microseconds, where ByteSize() walks a
-    large message and costs up to a tenth of a second on the event loop."""
-    size = sum(len(raw) for raw in message.raw_input_contents)
+    elements (counted at 4 bytes each), with what was cut out of it. Counted in
+    microseconds, where ByteSize() walks a large message and costs up to a tenth of a second
+    on the event loop."""
+    size = cut.nbytes() if cut is not None else 0
+    size += sum(len(raw) for raw in message.raw_input_contents)
     for tensor in message.inputs:
         if tensor.HasField("contents"):
             size += 4 * sum(len(values) for _, values in tensor.contents.ListFields())

@@ -77,9 +77,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     @_answers_errors
     async def ModelInfer(self, request, context):
         received = time.perf_counter_ns()
+        cut = None
         if isinstance(request, bytes):
-            request = await self.dataplane.parse(messages.parse_infer_request, request)
-        return await self._infer(request, received, _deadline(context))
+            request, cut = await self.dataplane.parse(messages.parse_infer_request, request)
+        return await self._infer(request, received, _deadline(context), cut)
 
     async def ModelStreamInfer(self, request_iterator, context):
         """Triton's streaming inference: many requests on one bidirectional stream, each
@@ -111,15 +112,17 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                     left.cancel()
 
     async def _infer(
-        self, request: pb.ModelInferRequest, received: int, deadline: float | None
+        self, request: pb.ModelInferRequest, received: int, deadline: float | None,
+        cut: messages.Cut | None = None,
     ) -> pb.ModelInferResponse:
         """One ModelInferRequest, unary or from a stream: the model looked up first (NOT_FOUND
-        before anything is decoded), then admitted, decoded, run and encoded."""
+        before anything is decoded), then admitted, decoded, run and encoded. `cut`: its
+        tensor data, when parsing cut it out (messages.parse_infer_request)."""
         model = self.dataplane.model(request.model_name, request.model_version or None)
         return await self.dataplane.infer_message(
             model,
-            lambda: messages.inference_request(request, model, received, deadline),
-            messages.payload_bytes(request),
+            lambda: messages.inference_request(request, model, received, deadline, cut),
+            messages.payload_bytes(request, cut),
             messages.infer_response,
         )
 

@@ -43,10 +43,12 @@ Tensor = pb.ModelInferRequest.InferInputTensor | pb.ModelInferResponse.InferOutp
 
 
 def decode_input(
-    model: LoadedModel, tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None
+    model: LoadedModel, tensor: pb.ModelInferRequest.InferInputTensor,
+    raw: bytes | memoryview | None, cut: tuple[str, memoryview] | None = None,
 ) -> np.ndarray:
     """One request input, checked against the model's signature (name, declared datatype)
-    before its elements are read from `raw` or from its typed contents."""
+    before its elements are read from `raw` or from its typed contents (`cut`: the packed
+    list cut out of the request's bytes, see messages.Cut)."""
     spec = model.input_spec(tensor.name)
     model.check_datatype(spec, tensor.datatype)
     if raw is not None:
@@ -54,9 +56,17 @@ def decode_input(
             raise invalid_argument(
                 f"input {quoted(tensor.name)}: send contents or raw_input_contents, not both"
             )
-        return codecs.decode_raw(tensor.name, spec.datatype, tensor.shape, raw)
-    values = typed_contents(tensor, codecs.INPUT)
-    return codecs.decode_list(tensor.name, spec.datatype, tensor.shape, values)
+        if isinstance(raw, memoryview) and spec.datatype == "BYTES":
+            raw = raw.tobytes()  # its elements are cut into bytes objects
+        return _aligned(codecs.decode_raw(tensor.name, spec.datatype, tensor.shape, raw))
+    values = typed_contents(tensor, codecs.INPUT, cut)
+    return _aligned(codecs.decode_list(tensor.name, spec.datatype, tensor.shape, values))
+
+
+def _aligned(array: np.ndarray) -> np.ndarray:
+    """Elements read in place from a request's bytes may sit at any offset: such an array
+    is copied (numpy lets go of the GIL for it) rather than handed to ONNX Runtime as is."""
+    return array if array.flags.aligned else array.copy()
 
 
 def decode_output(
@@ -75,11 +85,14 @@ def decode_output(
     return codecs.decode_list(tensor.name, tensor.datatype, tensor.shape, values, codecs.OUTPUT)
 
 
-def typed_contents(tensor: Tensor, role: str) -> np.ndarray:
+def typed_contents(
+    tensor: Tensor, role: str, cut: tuple[str, memoryview] | None = None
+) -> np.ndarray:
     """The elements of a tensor sent as a typed contents list, as an array of the list's own
     wire type (int32 for int_contents, ...): `codecs` range-checks and casts it to the
     datatype. Decoded straight to numpy: a Python list of a large message would cost ten
-    times its size (a boxed Python number per element)."""
+    times its size (a boxed Python number per element). `cut`: the list's name and packed
+    elements, when they were cut out of the message before it was parsed."""
     field = CONTENTS_FIELD.get(tensor.datatype)
     if field is None:
         raise invalid_argument(
@@ -91,6 +104,15 @@ def typed_contents(tensor: Tensor, role: str) -> np.ndarray:
             f"{role} {quoted(tensor.name)} has no data: fill contents.{field} or "
             f"raw_{role}_contents"
         )
+    if cut is not None:
+        name, packed = cut
+        dtype = WIRE_DTYPE[name]
+        if name != field:
+            raise invalid_argument(
+                f"{role} {quoted(tensor.name)}: {tensor.datatype} elements go in "
+                f"contents.{field}, but contents.{name} holds {len(packed) // dtype.itemsize}"
+            )
+        return np.frombuffer(packed, dtype=dtype)
     contents = tensor.contents
     for other, values in contents.ListFields():
         if other.name != field:
