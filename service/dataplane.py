@@ -6,10 +6,11 @@ and plain data classes; frontends translate their protocol to these calls and ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -291,13 +292,31 @@ class DataPlane:
         """`infer` for a request still in its protocol's form: admitted first (so a refused
         request costs no decoding), then decoded by `decode()` (a message of `size` bytes
         or more on an inference thread, off the event loop), then run."""
+        with self.admission(model):
+            return await self.infer_admitted(model, decode, size, encode)
+
+    @contextlib.contextmanager
+    def admission(self, model: LoadedModel) -> Iterator[None]:
+        """Take one request on for `model` (or refuse it at once, see `_admit`) for the
+        block, which answers it: a frontend that must still read the request (an HTTP body)
+        reads it inside, so a refused request costs no reading either."""
         self._admit(model)
         try:
-            request = await self._sized_work(size, decode)
-        except BaseException:  # the client's mistake, answered as before it was admitted
+            yield
+        finally:
             self._answered += 1
             model.inflight -= 1
-            raise
+
+    async def infer_admitted(
+        self,
+        model: LoadedModel,
+        decode: Callable[[], InferenceRequest],
+        size: int,
+        encode: Callable[[InferenceResponse], T] | None = None,
+    ) -> T | InferenceResponse:
+        """`infer_message` inside an `admission` the caller holds."""
+        # A decoding error is the client's mistake, answered as if never admitted.
+        request = await self._sized_work(size, decode)
         try:
             prepared = model.prepare(request.inputs, request.requested_outputs,
                                      request.parameters)
@@ -320,9 +339,6 @@ class DataPlane:
         except ServingError:
             model.statistics.record_failure(time.perf_counter_ns() - request.received_ns)
             raise
-        finally:
-            self._answered += 1
-            model.inflight -= 1
         model.statistics.record_success(
             result.queue_ns,
             queued - request.received_ns + result.input_ns,

@@ -57,8 +57,8 @@ async def _serve(settings: Settings, worker: WorkerLink | None = None,
     http_port = HTTP_PORT if settings.http_port is None else settings.http_port
     try:
         http_frontend = await start_http_server(
-            dataplane, settings.host, http_port, settings.drain_timeout, reuse_port=sharing,
-            security=security, max_request_bytes=settings.max_request_bytes,
+            dataplane, settings.host, http_port, settings, reuse_port=sharing,
+            security=security,
         )
     except OSError:
         await grpc_frontend.close()

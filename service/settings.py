@@ -53,6 +53,19 @@ class Settings:
     max_queue_size: int = 256
     # Largest gRPC message and HTTP body accepted, in bytes.
     max_request_bytes: int = 64 * 1024 * 1024
+    # HTTP connections (service/http_frontend/connection.py). Seconds from a request's first
+    # byte to the end of its head; longest wait for the next piece of a body being read; how
+    # long a connection with no request in progress stays open (longer than the 60 s idle
+    # timeout of common load balancers, as nginx's 75 s keep-alive, so the balancer closes
+    # first); connections open at once per process.
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_idle_timeout: float = 75.0
+    http_max_connections: int = 1000
+    # Bytes of HTTP request bodies held at once per process, all connections together, from
+    # before a body is read until its request is answered (a Content-Length is reserved
+    # before the body is read); a request beyond it gets 503.
+    http_body_buffer_bytes: int = 256 * 1024 * 1024
     # none, explicit or poll (MODEL_CONTROL_MODES); poll_interval: seconds between rescans.
     model_control: str = "none"
     poll_interval: float = 5.0
@@ -95,7 +108,14 @@ class Settings:
             else:
                 continue
             values[f.name] = _convert(f.name, raw, source)
-        return cls(**values)
+        settings = cls(**values)
+        if settings.http_body_buffer_bytes < settings.max_request_bytes:
+            raise SettingsError(
+                f"http_body_buffer_bytes ({settings.http_body_buffer_bytes}) must be at least "
+                f"max_request_bytes ({settings.max_request_bytes}), or the largest body allowed "
+                "could never be read (--http-body-buffer-bytes / ZOOSERVE_HTTP_BODY_BUFFER_BYTES)"
+            )
+        return settings
 
 
 def default_cache_dir() -> Path:
@@ -131,7 +151,8 @@ def _convert(name: str, raw: object, source: str) -> object:
             raise SettingsError(f"{source}: port must be between 0 and 65535, got {text}")
         return port
     if name in {"max_batch_size", "inference_threads", "workers", "max_inflight",
-                "max_queue_size", "max_request_bytes"}:
+                "max_queue_size", "max_request_bytes", "http_max_connections",
+                "http_body_buffer_bytes"}:
         value = _integer(text, source)
         if value < 1:
             raise SettingsError(f"{source}: must be at least 1, got {text}")
@@ -146,14 +167,15 @@ def _convert(name: str, raw: object, source: str) -> object:
                 f"or a number of threads, got {text}"
             )
         return value
-    if name in {"drain_timeout", "drain_delay", "poll_interval"}:
+    if name in {"drain_timeout", "drain_delay", "poll_interval", "http_header_timeout",
+                "http_body_timeout", "http_idle_timeout"}:
         try:
             value = float(text)
         except ValueError:
             raise SettingsError(f"{source}: expected seconds, got '{text}'") from None
         if not 0 <= value <= 3600:
             raise SettingsError(f"{source}: must be between 0 and 3600 seconds, got {text}")
-        if name == "poll_interval" and value < 0.1:
+        if (name == "poll_interval" or name.startswith("http_")) and value < 0.1:
             raise SettingsError(f"{source}: must be at least 0.1 seconds, got {text}")
         return value
     if name == "device":

@@ -244,6 +244,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest gRPC message or HTTP body [ZOOSERVE_MAX_REQUEST_BYTES, 67108864]",
     )
     serve.add_argument(
+        "--http-header-timeout",
+        help="seconds from an HTTP request's first byte to the end of its head; beyond it "
+        "408 [ZOOSERVE_HTTP_HEADER_TIMEOUT, 10]",
+    )
+    serve.add_argument(
+        "--http-body-timeout",
+        help="seconds to wait for the next piece of an HTTP body; beyond it 408 "
+        "[ZOOSERVE_HTTP_BODY_TIMEOUT, 30]",
+    )
+    serve.add_argument(
+        "--http-idle-timeout",
+        help="seconds an HTTP connection with no request in progress stays open "
+        "[ZOOSERVE_HTTP_IDLE_TIMEOUT, 75]",
+    )
+    serve.add_argument(
+        "--http-max-connections",
+        help="HTTP connections open at once per process; beyond it 503 "
+        "[ZOOSERVE_HTTP_MAX_CONNECTIONS, 1000]",
+    )
+    serve.add_argument(
+        "--http-body-buffer-bytes",
+        help="bytes of HTTP bodies being read at once per process; beyond it 503 "
+        "[ZOOSERVE_HTTP_BODY_BUFFER_BYTES, 268435456]",
+    )
+    serve.add_argument(
         "--model-control",
         help="none, explicit (load/unload RPCs) or poll (rescan the folder) "
         "[ZOOSERVE_MODEL_CONTROL, none]",

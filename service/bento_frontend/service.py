@@ -177,7 +177,8 @@ def model_source(running_from_bento: bool) -> str:
     return source
 
 
-@bentoml.asgi_app(build_v2_app(bentoml.get_current_service, SETTINGS.max_request_bytes),
+@bentoml.asgi_app(build_v2_app(bentoml.get_current_service, SETTINGS.max_request_bytes,
+                               SETTINGS.http_body_timeout, SETTINGS.http_body_buffer_bytes),
                   path="/", name="kserve-v2")
 @bentoml.service(
     name="zooserve",

@@ -11,8 +11,11 @@ the body is never read."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import zlib
+from collections.abc import Iterator
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
@@ -25,6 +28,7 @@ SETTING = "max_request_bytes (--max-request-bytes / ZOOSERVE_MAX_REQUEST_BYTES)"
 # Responses smaller than this are sent as they are, even to a client that accepts gzip.
 COMPRESS_AT_LEAST = 1024
 _DIGITS = re.compile(r"[0-9]{1,20}")
+_GUARDED = "zooserve.body_guard"  # set in the scope by the outermost BodyGuard
 
 
 def read_json(raw: bytes | bytearray | memoryview, what: str, hint: str = "") -> object:
@@ -60,19 +64,36 @@ def declared_length(value: bytes | str | None) -> int | None:
     return int(text)
 
 
-class BodyLimit:
-    """ASGI middleware holding every request body to `max_bytes`: 413 at once for a larger
-    Content-Length, and for a body that grows past the limit while it is read (the handler
-    reading it gets the 413 as an HttpError)."""
+class BodyGuard:
+    """ASGI middleware that holds every request body to the server's limits while the app
+    reads it: 413 at once for a Content-Length over `max_bytes`, and for a body that grows
+    past it; 408 when the next piece of a body takes longer than `body_timeout` seconds. An
+    answer sent before its request's body was wholly read says Connection: close (the rest
+    of the body is never read, and nothing after it on the connection is answered).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    The outermost guard does the work; one nested inside it (the v2 app's own, for when it
+    is mounted elsewhere, as in the Bento) passes requests through."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, body_timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout = body_timeout
+        self.stopping = False
+        self._waits: set[asyncio.Timeout] = set()  # bodies waited for now
+
+    def stop_reading(self) -> None:
+        """The server is stopping: every body still awaited is answered 503 at once (and
+        any awaited from now on), so no request is left for the server to cancel."""
+        self.stopping = True
+        now = asyncio.get_running_loop().time()
+        for wait in list(self._waits):
+            wait.reschedule(now)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope.get(_GUARDED):
             await self.app(scope, receive, send)
             return
+        scope[_GUARDED] = True
         try:
             length = declared_length(_header(scope, b"content-length"))
             if length is not None and length > self.max_bytes:
@@ -83,28 +104,101 @@ class BodyLimit:
             )
             await response(scope, receive, send)
             return
+        has_body = (length or 0) > 0 or _header(scope, b"transfer-encoding") is not None
         received = 0
-        limit = self.max_bytes
+        complete = not has_body
+        limit, timeout = self.max_bytes, self.body_timeout
 
-        async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal received, complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout(0 if self.stopping else timeout) as wait:
+                    self._waits.add(wait)
+                    try:
+                        message = await receive()
+                    finally:
+                        self._waits.discard(wait)
+            except TimeoutError:
+                if self.stopping:
+                    raise HttpError(
+                        503, "the server is shutting down before the request body arrived; "
+                        "send the request again (to another replica)", {"Connection": "close"},
+                    ) from None
+                raise HttpError(
+                    408, f"the request body stopped arriving: nothing for {timeout:g} s "
+                    f"after {received} bytes (--http-body-timeout / "
+                    "ZOOSERVE_HTTP_BODY_TIMEOUT)", {"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise too_large(f"the request body (more than {received} bytes so far)",
                                     limit)
+                complete = not message.get("more_body", False)
+            else:  # http.disconnect
+                complete = True
             return message
 
-        await self.app(scope, counted, send)
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not complete:
+                headers = [(k, v) for k, v in message.get("headers", [])
+                           if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, guarded_receive, closing_send)
 
 
-async def read_body(request: Request, limit: int) -> bytes | bytearray:
+class BodyBudget:
+    """The bytes of request bodies being read at once, all connections of this process
+    together, held under `max_bytes`: a body's Content-Length is reserved before it is read
+    (so a body admitted is never refused halfway), a chunked body as it grows. Beyond the
+    budget the request is answered 503 and its body is not read."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[BodyHold]:
+        """A holder for one request's bytes, all given back when the block ends."""
+        holder = BodyHold(self)
+        try:
+            yield holder
+        finally:
+            self.held -= holder.bytes
+            holder.bytes = 0
+
+
+class BodyHold:
+    """The bytes one request holds of a BodyBudget."""
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.bytes = 0
+
+    def take(self, count: int) -> None:
+        budget = self.budget
+        if budget.held + count > budget.max_bytes:
+            raise HttpError(
+                503, f"the server is reading {budget.held} bytes of request bodies, and "
+                f"{count} more would pass its limit of {budget.max_bytes} "
+                "(--http-body-buffer-bytes / ZOOSERVE_HTTP_BODY_BUFFER_BYTES): retry later "
+                "or at another replica", {"Connection": "close", "Retry-After": "1"},
+            )
+        budget.held += count
+        self.bytes += count
+
+
+async def read_body(request: Request, limit: int, hold: BodyHold | None = None
+                    ) -> bytes | bytearray:
     """The whole body as sent (`decompress` undoes its Content-Encoding), within `limit`
-    bytes. With a Content-Length it is read into one buffer of that size (no second copy
-    joining the pieces)."""
+    bytes and, with `hold`, within the budget it draws on. The buffer grows as bytes arrive:
+    what a client only declared is never allocated."""
     try:
-        return await _read(request, limit)
+        return await _read(request, limit, hold)
     except ClientDisconnect:
         raise HttpError(400, "the client went away before its body arrived") from None
 
@@ -114,31 +208,27 @@ def identity(encoding: str) -> bool:
     return encoding.strip().lower() in ("", "identity")
 
 
-async def _read(request: Request, limit: int) -> bytes | bytearray:
+async def _read(request: Request, limit: int, hold: BodyHold | None) -> bytes | bytearray:
     length = declared_length(request.headers.get("content-length"))
     if length is not None and length > limit:
         raise too_large(f"the request body ({length} bytes)", limit)
-    if length is not None:
-        buffer = bytearray(length)
-        filled = 0
-        async for chunk in request.stream():
-            end = filled + len(chunk)
-            if end > length:
-                raise HttpError(400, f"the body is longer than its Content-Length {length}")
-            buffer[filled:end] = chunk
-            filled = end
-        if filled != length:
-            raise HttpError(400, f"the body ended after {filled} of its {length} bytes")
-        return buffer
-    else:
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > limit:
-                raise too_large(f"the request body (more than {total} bytes so far)", limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+    if hold is not None and length is not None:
+        hold.take(length)
+    buffer = bytearray()
+    async for chunk in request.stream():
+        if length is None:
+            if len(buffer) + len(chunk) > limit:
+                raise too_large(
+                    f"the request body (more than {len(buffer) + len(chunk)} bytes so far)",
+                    limit)
+            if hold is not None:
+                hold.take(len(chunk))
+        elif len(buffer) + len(chunk) > length:
+            raise HttpError(400, f"the body is longer than its Content-Length {length}")
+        buffer += chunk
+    if length is not None and len(buffer) != length:
+        raise HttpError(400, f"the body ended after {len(buffer)} of its {length} bytes")
+    return buffer
 
 
 def decompress(body: bytes | bytearray, encoding: str, limit: int) -> bytes | bytearray:

@@ -41,11 +41,15 @@ Handler = Callable[[Request, Frontend], Awaitable[Response]]
 
 
 def build_v2_app(
-    current: Callable[[], Frontend | None], max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    current: Callable[[], Frontend | None], max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    body_timeout: float = Settings.http_body_timeout,
+    body_buffer_bytes: int = Settings.http_body_buffer_bytes,
 ) -> Starlette:
     """The app; `current()` returns the running service (None before it has started).
-    Every request body is held to `max_request_bytes` (the setting of that name): 413
-    beyond it (service/http_frontend/body.py)."""
+    Request bodies are held to the settings of these names (service/http_frontend/body.py):
+    413 beyond `max_request_bytes`, 408 when one stalls for `body_timeout` seconds, 503 when
+    holding it would pass `body_buffer_bytes` of bodies held at once."""
+    budget = body.BodyBudget(body_buffer_bytes)
 
     def route(path: str, methods: list[str]):
         def register(handler: Handler) -> Handler:
@@ -120,29 +124,33 @@ def build_v2_app(
         binary.py) both ways; a gzip or deflate body; a gzip or deflate answer when the
         client accepts one."""
         name, version = _model_path(request)
-        received = time.perf_counter_ns()
-        raw = await body.read_body(request, max_request_bytes)
-        # Looked up after the body is read, with no wait between the look-up and the
-        # admission: a version taken out of service meanwhile is never run after its release.
-        # NOT_FOUND still comes before anything in the body is decoded, as over gRPC.
-        model = frontend.dataplane.model(name, version)
+        # The model, the server's and the model's limits of requests in flight, then the
+        # budget of body bytes: all before a byte of the body is read, so a refused request
+        # costs no memory. The admission holds the version in service while its body
+        # arrives (a version is released only once none of its requests is in flight).
+        dataplane = frontend.dataplane
+        model = dataplane.model(name, version)
         encoding = request.headers.get("content-encoding", "")
         header = request.headers.get(binary.HEADER)
-        choices: list[binary.OutputChoice] = []
+        with dataplane.admission(model), budget.hold() as hold:
+            received = time.perf_counter_ns()
+            raw = await body.read_body(request, max_request_bytes, hold)
+            choices: list[binary.OutputChoice] = []
 
-        def decode() -> InferenceRequest:
-            inference, choice = binary.inference_request(
-                model, body.decompress(raw, encoding, max_request_bytes), header, received
+            def decode() -> InferenceRequest:
+                inference, choice = binary.inference_request(
+                    model, body.decompress(raw, encoding, max_request_bytes), header, received
+                )
+                choices.append(choice)
+                return inference
+
+            # A large body is decompressed and decoded off the event loop
+            # (DataPlane.infer_admitted); a compressed one always, since its size says little
+            # about what it inflates to.
+            size = len(raw) if body.identity(encoding) else max_request_bytes
+            response = await dataplane.infer_admitted(
+                model, decode, size, lambda answer: binary.infer_response(answer, choices[0])
             )
-            choices.append(choice)
-            return inference
-
-        # A large body is decompressed and decoded off the event loop (DataPlane.infer_message);
-        # a compressed one always, since its size says little about what it inflates to.
-        size = len(raw) if body.identity(encoding) else max_request_bytes
-        response = await frontend.dataplane.infer_message(
-            model, decode, size, lambda answer: binary.infer_response(answer, choices[0])
-        )
         return _compressed(response, request.headers.get("accept-encoding", ""))
 
     @route("/v2/models/{name}/config", ["GET"])
@@ -155,7 +163,8 @@ def build_v2_app(
     async def repository_index(request: Request, frontend: Frontend) -> Response:
         """Every model version found, `{"ready": true}` for the ready ones only; an empty
         body (as tritonclient sends) asks for all."""
-        raw = await body.read_body(request, max_request_bytes)
+        with budget.hold() as hold:
+            raw = await body.read_body(request, max_request_bytes, hold)
         raw = body.decompress(raw, request.headers.get("content-encoding", ""),
                               max_request_bytes)
         options = body.read_json(raw, "the request body") if raw.strip() else {}
@@ -173,7 +182,8 @@ def build_v2_app(
     # body, as Triton.
     @route("/v2/repository/models/{name}/load", ["POST"])
     async def load_model(request: Request, frontend: Frontend) -> Response:
-        raw = await body.read_body(request, max_request_bytes)
+        with budget.hold() as hold:
+            raw = await body.read_body(request, max_request_bytes, hold)
         raw = body.decompress(raw, request.headers.get("content-encoding", ""),
                               max_request_bytes)
         options = body.read_json(raw, "the load request body") if raw.strip() else {}
@@ -197,7 +207,8 @@ def build_v2_app(
 
     return Starlette(
         routes=routes,
-        middleware=[Middleware(body.BodyLimit, max_bytes=max_request_bytes)],
+        middleware=[Middleware(body.BodyGuard, max_bytes=max_request_bytes,
+                               body_timeout=body_timeout)],
         exception_handlers={HTTPException: _no_route, HttpError: _refused},
     )
 
