@@ -137,6 +137,9 @@ class Server:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise RuntimeError(f"server exited:\n{log.read_text()[-2000:]}")
+                if "could not load" in log.read_text():  # it will never be ready
+                    self.stop()
+                    raise RuntimeError(f"a model did not load:\n{log.read_text()[-2000:]}")
                 try:
                     reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -207,9 +210,11 @@ def measure(size: int, a: argparse.Namespace) -> dict:
         alone = work / f"serve-{backend}"
         shutil.rmtree(alone, ignore_errors=True)
         alone.mkdir()
-        (alone / "spectra_embedding").symlink_to(models / "spectra_embedding")
+        # Hard links, not symbolic ones: the server follows no link out of its repository.
+        shutil.copytree(models / "spectra_embedding", alone / "spectra_embedding",
+                        copy_function=os.link)
         model = f"lib_{backend}"
-        (alone / model).symlink_to(models / model)
+        shutil.copytree(models / model, alone / model, copy_function=os.link)
         server = Server(alone, work / f"serve-{backend}.log")
         try:
             result["loaded_rss"][backend] = _rss(server.process.pid)
