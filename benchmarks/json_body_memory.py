@@ -68,6 +68,38 @@ def tiny_tensors(size: int) -> bytes:
     return b'{"inputs":[' + b",".join([one] * count) + b"]}"
 
 
+def _small_input() -> bytes:
+    return _tensor("FP32", [1], b"[0]")
+
+
+def tiny_parameters(size: int) -> bytes:
+    count = size // 10
+    members = b",".join(b'"p%07d":1' % i for i in range(count))
+    return b'{"parameters":{' + members + b'},"inputs":[' + _small_input() + b"]}"
+
+
+def long_id(size: int) -> bytes:
+    return b'{"id":"' + b"i" * size + b'","inputs":[' + _small_input() + b"]}"
+
+
+def long_shape(size: int) -> bytes:
+    count = size // 2
+    shape = b"[" + b",".join([b"1"] * count) + b"]"
+    return b'{"inputs":[{"name":"x","datatype":"FP32","shape":%s,"data":[0]}]}' % shape
+
+
+def nested_bytes(size: int) -> bytes:
+    rows = size // 12
+    data = b"[" + b",".join([b'["ab","cd"]'] * rows) + b"]"
+    return b'{"inputs":[' + _tensor("BYTES", [rows, 2], data) + b"]}"
+
+
+def objects_in_data(size: int) -> bytes:
+    count = size // 3
+    data = b"[" + b",".join([b"{}"] * count) + b"]"
+    return b'{"inputs":[' + _tensor("FP32", [count], data) + b"]}"
+
+
 SHAPES: dict[str, Callable[[int], bytes]] = {
     "FP32 0.123456": lambda size: flat(size, b"0.123456"),
     "FP32 0": lambda size: flat(size, b"0"),
@@ -75,7 +107,19 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
     "FP32 nested 16": nested,
     "BOOL true": lambda size: flat(size, b"true", "BOOL"),
     "tiny tensors": tiny_tensors,
+    "tiny parameters": tiny_parameters,
+    "long id": long_id,
+    "long shape": long_shape,
+    "BYTES ab": lambda size: flat(size, b'"ab"', "BYTES"),
+    "BYTES 12 chars": lambda size: flat(size, b'"abcdefghijkl"', "BYTES"),
+    "BYTES 5 chars": lambda size: flat(size, b'"abcde"', "BYTES"),
+    "BYTES nested ab": nested_bytes,
+    "objects in data": objects_in_data,
 }
+
+
+def _datatype(shape: str) -> str:
+    return next((t for t in ("BOOL", "FP64", "BYTES") if t in shape), "FP32")
 
 
 def refused(body: bytes) -> bytes:
@@ -137,9 +181,9 @@ def server_rss(shapes: list[str], sizes: list[int]) -> None:
             process = psutil.Process(running.process.pid)
             with httpx.Client(base_url=running.http_url, timeout=300) as http:
                 for shape in shapes:
-                    if shape == "tiny tensors":
+                    if shape in ("tiny tensors", "tiny parameters", "long id", "long shape"):
                         continue
-                    datatype = "BOOL" if "BOOL" in shape else "FP64" if "FP64" in shape else "FP32"
+                    datatype = _datatype(shape)
                     for size in sizes:
                         body = SHAPES[shape](size * MiB).replace(b'"x"', b'"value"', 1)
                         cells = []
@@ -166,7 +210,7 @@ def main() -> None:
     print("| shape | MiB | decoder | accept s | accept peak/B | refuse s | refuse peak/B |")
     print("|---|---|---|---|---|---|---|")
     for shape in shapes:
-        datatype = "BOOL" if "BOOL" in shape else "FP64" if "FP64" in shape else "FP32"
+        datatype = _datatype(shape)
         for size in sizes:
             body = SHAPES[shape](int(size * MiB))
             decoders = [("new", _new)] + ([("legacy", _legacy)] if args.legacy else [])

@@ -233,6 +233,117 @@ def test_memory_to_decode_16_mib_of_short_numbers_stays_a_small_multiple_of_the_
         assert peak < 6 * len(body), (accepted, peak / len(body))
 
 
+def peak_of(decode) -> tuple[int, object]:
+    """tracemalloc's peak while `decode()` runs, and what it returned or raised."""
+    tracemalloc.start()
+    try:
+        outcome = decode()
+    except ServingError as exc:
+        outcome = exc
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak, outcome
+
+
+def route(raw: bytes, datatype: str = "FP32") -> object:
+    """Read and decode every input, as the route does."""
+    doc = json_tensors.loads(raw, WHAT)
+    return [codecs.decode_list(t["name"], datatype, t["shape"], t["data"])
+            for t in doc["inputs"]]
+
+
+PAD = b'"parameters": {"pad": "' + b"p" * (1 << 20) + b'"}, '
+
+
+@pytest.mark.parametrize("field", ["inputs", "outputs"])
+def test_more_than_1024_tensors_are_refused_naming_the_field(field):
+    tensor = b'{"name": "x", "datatype": "FP32", "shape": [0], "data": []}'
+    for count, accepted in [(json_tensors.MAX_TENSORS, True),
+                            (json_tensors.MAX_TENSORS + 1, False)]:
+        raw = b"{" + PAD + b'"%s": [' % field.encode() + b", ".join([tensor] * count) + b"]}"
+        if accepted:
+            assert len(json_tensors.loads(raw, WHAT)[field]) == count
+            continue
+        with pytest.raises(ServingError) as caught:
+            json_tensors.loads(raw, WHAT)
+        assert caught.value.kind is ErrorKind.INVALID_ARGUMENT
+        assert caught.value.message == (
+            f'{WHAT} has more than 1024 tensors in "{field}"; no model has that many')
+
+
+def many_values(size: int) -> dict[str, bytes]:
+    """Large bodies whose skeleton would be a Python object per few bytes."""
+    tiny = b'{"name": "x", "datatype": "FP32", "shape": [1], "data": [0]}'
+    return {
+        "tiny tensors": b'{"inputs": [' + b",".join([tiny] * (size // 62)) + b"]}",
+        "tiny parameters": b'{"parameters": {' + b",".join(
+            b'"p%07d":1' % i for i in range(size // 13)) + b'}, "inputs": []}',
+        "nested text": tensor_body(b"[" + b",".join([b'["ab","cd"]'] * (size // 12)) + b"]",
+                                   b"BYTES", b"[%d, 2]" % (size // 12)),
+        "objects in data": tensor_body(b"[" + b",".join([b"{}"] * (size // 3)) + b"]",
+                                       shape=b"[%d]" % (size // 3)),
+        "tiny texts": tensor_body(b"[" + b",".join([b'"ab"'] * (size // 5)) + b"]",
+                                  b"BYTES", b"[%d]" % (size // 5)),
+    }
+
+
+@pytest.mark.parametrize("shape", list(many_values(0)))
+def test_memory_to_refuse_a_body_of_many_small_values_stays_within_4x(shape):
+    """A measured bound: stdlib json (and the parser before) needed 12-27x the body."""
+    raw = many_values(4 << 20)[shape]
+    peak, outcome = peak_of(lambda: route(raw, "BYTES" if b"BYTES" in raw else "FP32"))
+    assert isinstance(outcome, ServingError), shape
+    assert outcome.kind is ErrorKind.INVALID_ARGUMENT
+    assert ("more than 1024 tensors" in outcome.message or "holds more than" in outcome.message
+            or "texts in inputs[0].data, more than one per 8 bytes" in outcome.message), (
+        outcome.message)
+    assert peak < 4 * len(raw), peak / len(raw)
+
+
+@pytest.mark.parametrize("shape", list(many_values(0)))
+def test_a_small_body_of_many_values_is_read_as_before(shape):
+    """Below SMALL_BODY stdlib json reads it all: bounded by that size, whatever the shape."""
+    raw = many_values(json_tensors.SMALL_BODY - 1024)[shape]
+    assert len(raw) < json_tensors.SMALL_BODY
+    peak, doc = peak_of(lambda: json_tensors.loads(raw, WHAT))
+    assert isinstance(doc, dict)
+    assert peak < 40 * json_tensors.SMALL_BODY
+
+
+def test_large_text_tensors_decode_as_small_ones_do_and_refuse_as_json_would():
+    texts = [f"w{i}\\é\"," for i in range(5000)]
+    raw = tensor_body(json.dumps(texts).encode(), b"BYTES", b"[5000]")
+    assert len(raw) > json_tensors.SMALL_BODY
+    big = json_tensors.loads(raw, WHAT)["inputs"][0]["data"]
+    assert isinstance(big, json_tensors.StringArray)
+    got = codecs.decode_list("x", "BYTES", [5000], big)
+    assert got.tolist() == [t.encode() for t in texts]
+    with pytest.raises(ServingError) as caught:  # as a list: text is no FP32
+        codecs.decode_list("x", "FP32", [5000], json_tensors.loads(raw, WHAT)["inputs"][0]["data"])
+    assert "element 0 is the text" in caught.value.message
+    broken = raw.replace(b"w4321", b"w\\x4321")
+    with pytest.raises(json.JSONDecodeError) as stdlib:
+        json.loads(broken)
+    with pytest.raises(ServingError) as caught:
+        json_tensors.loads(broken, WHAT)
+    assert caught.value.message == f"{WHAT} is not JSON: {stdlib.value}"
+
+
+def test_memory_to_decode_16_mib_of_short_texts_stays_within_8x():
+    """Each element ends as a bytes object (~33 bytes plus its text): the fewest bytes per
+    element allowed, `"abcde",`, measured ~7x (the whole list of str first: ~20x)."""
+    count = 2 << 20  # 8 bytes each: 16 MiB
+    raw = tensor_body(b"[" + b",".join([b'"abcde"'] * count) + b"]", b"BYTES", b"[%d]" % count)
+    refuse = raw[:-3] + b",]}]"
+    peak, outcome = peak_of(lambda: route(raw, "BYTES"))
+    assert outcome[0].shape == (count,) and outcome[0][-1] == b"abcde"
+    del outcome
+    assert peak < 8 * len(raw), peak / len(raw)
+    peak, outcome = peak_of(lambda: route(refuse, "BYTES"))
+    assert isinstance(outcome, ServingError) and "not JSON" in outcome.message
+    assert peak < 2 * len(refuse), peak / len(refuse)
+
+
 def test_a_server_refuses_duplicate_keys_and_utf16_then_answers(server):
     features, species = one_of_each()
     good = {"inputs": [{"name": "features", "datatype": "FP32", "shape": list(features.shape),

@@ -8,8 +8,11 @@ or the "NaN"/"Infinity"/"-Infinity" texts), flat or nested, of `MIN_BLOCK` bytes
 stays in the body as a `NumberArray`: its extent and nesting found with vectorised numpy,
 its tokens checked by the stdlib parser a `PIECE` of the body at a time, and its elements
 later converted straight into an array of the tensor's datatype (`service.codecs` asks it,
-with the same checks and messages as for a list). Peak memory beyond the body is the
-result array plus a few pieces, whatever the body holds."""
+with the same checks and messages as for a list). A flat array of text in inputs[i].data
+stays in the body too (a `StringArray`), converted a piece at a time. Everything else is
+counted and bounded: at most one Python value per `BYTES_PER_VALUE` bytes of body, at most
+`MAX_TENSORS` inputs or outputs, at least `BYTES_PER_STRING` body bytes per text element.
+Peak memory beyond the body is the result array plus a few pieces, whatever the body holds."""
 
 from __future__ import annotations
 
@@ -32,6 +35,18 @@ RAGGED_AS_LIST = 4 << 20  # a ragged array up to this size is read as lists to b
 MAX_DEPTH = 512  # nesting json's own recursion limit would refuse anyway
 SCAN_CHUNK = 64 * 1024  # bytes of an array's text classified by numpy at a time
 WINDOWS = (2048, 64 * 1024)  # a value that ends within one is left to the C parser
+# A large body's Python objects outside arrays of numbers and text (each ~50-200 bytes:
+# dicts, lists, short strings) are counted, one per this many bytes of body allowed: so
+# they stay within ~4x the body. Real requests have a few dozen, whatever their size.
+BYTES_PER_VALUE = 32
+# No model has more than a handful of inputs or outputs, and a name may come only once:
+# 1024 is generous, and stops a body of many tiny tensors before its dicts are made.
+MAX_TENSORS = 1024
+# inputs[i].data of text is converted in pieces, but each element still ends as a bytes
+# object (~33 bytes plus its text) in an object array: an average element must take this
+# many bytes of body (`"abcde",`), so the result stays within ~8x its text.
+BYTES_PER_STRING = 8
+STRINGS_PER_PIECE = 4096
 WS = b" \t\n\r"
 _WS = re.compile(rb"[ \t\n\r]*")
 _NUMBER = re.compile(rb"(-?(?:0|[1-9][0-9]*))(\.[0-9]+)?([eE][-+]?[0-9]+)?")
@@ -41,6 +56,9 @@ _S = rb'"(?:[^"\\]++|\\.)*+"'
 _STRING_ARRAY = re.compile(
     rb"\[[ \t\n\r]*(?:" + _S + rb"[ \t\n\r]*(?:,[ \t\n\r]*" + _S + rb"[ \t\n\r]*)*+)?\]",
     re.DOTALL)
+_STRING_RUN = re.compile(  # up to STRINGS_PER_PIECE elements of a string array, from one
+    rb"[ \t\n\r]*" + _S + rb"[ \t\n\r]*(?:,[ \t\n\r]*" + _S
+    + rb"[ \t\n\r]*){0,%d}" % (STRINGS_PER_PIECE - 1), re.DOTALL)
 # What an array of numbers and literals can hold; an array that leaves it is not one.
 _RUN = re.compile(rb'[-0-9+.eE,\[\] \t\n\r"truefalsnNIiy]*')
 # What a float past 1.8e308 needs: a three-digit exponent, or 300 digits.
@@ -61,6 +79,11 @@ for _a, _b in [(_OPEN, _OPEN), (_OPEN, _TOKEN), (_OPEN, _CLOSE), (_TOKEN, _COMMA
                (_TOKEN, _CLOSE), (_COMMA, _OPEN), (_COMMA, _TOKEN), (_CLOSE, _COMMA),
                (_CLOSE, _CLOSE)]:
     _FOLLOWS[_a, _b] = True
+
+
+class _TooMany(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
 
 
 class _Duplicate(Exception):
@@ -116,6 +139,8 @@ def loads(raw: bytes | bytearray | memoryview, what: str, hint: str = "",
         raise invalid_argument(f"{what} has the key {_shown(exc.key)} twice{hint}") from None
     except RecursionError:
         raise invalid_argument(f"{what} is nested too deeply to read") from None
+    except _TooMany as exc:
+        raise invalid_argument(f"{what} {exc.message}{hint}") from None
     except ValueError as exc:  # int digits beyond Python's limit; _finite_or_refused
         raise invalid_argument(f"{what} holds a number that cannot be read: {exc}") from None
 
@@ -147,6 +172,16 @@ class _Parser:
     def __init__(self, data: bytes | bytearray, start: int, what: str, hint: str) -> None:
         self.data, self.start, self.what, self.hint = data, start, what, hint
         self.path: list[object] = []  # keys and indices down to the value being read
+        self.values = 0  # Python objects made so far, at most `budget`
+        self.budget = max(len(data), SMALL_BODY) // BYTES_PER_VALUE
+
+    def made(self, count: int) -> None:
+        self.values += count
+        if self.values > self.budget:
+            raise _TooMany(
+                f"holds more than {self.budget} JSON values besides arrays of numbers and "
+                f"tensor data of text (one per {BYTES_PER_VALUE} bytes of a large body, so its "
+                "memory is bounded); give tensor data as flat arrays")
 
     def error(self, reason: str, at: int) -> json.JSONDecodeError:
         """json's own error, positions counted in characters as json counts them."""
@@ -208,8 +243,20 @@ class _Parser:
                 if len(window) < size:
                     return None  # the rest of the body: the slow path says what is wrong
                 continue
-            return value, at + (end if window.isascii() else len(text[:end].encode()))
+            stop = at + (end if window.isascii() else len(text[:end].encode()))
+            # At most one value per comma or opening bracket (commas in text count too).
+            self.made(1 + sum(self.data.count(c, at, stop) for c in (b",", b"[", b"{")))
+            self.tensors(value)
+            return value, stop
         return None
+
+    def tensors(self, value: object) -> None:
+        """Refuse a request's "inputs" or "outputs" list of more than MAX_TENSORS."""
+        path = self.path
+        if (len(path) == 1 and path[0] in ("inputs", "outputs") and isinstance(value, list)
+                and len(value) > MAX_TENSORS):
+            raise _TooMany(f"has more than {MAX_TENSORS} tensors in {json.dumps(path[0])}; "
+                           "no model has that many")
 
     def string(self, at: int) -> tuple[str, int]:
         match = _PLAIN_STRING.match(self.data, at)
@@ -241,6 +288,7 @@ class _Parser:
             self.path.pop()
             if key in result:
                 raise _Duplicate(key)
+            self.made(1)
             result[key] = value
             at = self.ws(at)
             if data[at:at + 1] == b"}":
@@ -252,19 +300,30 @@ class _Parser:
     def array(self, at: int) -> tuple[object, int]:
         data = self.data
         run_end = _RUN.match(data, at).end()
+        # inputs[i].data is always converted (or the request refused before): its
+        # tokens are checked then, in one pass with the conversion.
+        path = self.path
+        later = len(path) == 3 and path[0] == "inputs" and path[2] == "data"
         if run_end - at >= MIN_BLOCK:
-            # inputs[i].data is always converted (or the request refused before): its
-            # tokens are checked then, in one pass with the conversion.
-            path = self.path
-            later = len(path) == 3 and path[0] == "inputs" and path[2] == "data"
             block = _number_array(self, at, run_end, later)
             if block is not None:
+                self.made(1)
                 return block, block.end
         strings = _STRING_ARRAY.match(data, at)
-        if strings:  # BYTES elements: the C parser, as before
-            text = data[at:strings.end()].decode()
+        if strings:
+            if later and strings.end() - at >= MIN_BLOCK:  # BYTES elements, in pieces later
+                block = StringArray(self, at, strings.end())
+                if block.count * BYTES_PER_STRING > strings.end() - at:
+                    raise _TooMany(
+                        f"has {block.count} texts in inputs[{path[1]}].data, more than one per "
+                        f"{BYTES_PER_STRING} bytes of it (so its memory is bounded)")
+                self.made(1)
+                return block, strings.end()
+            text = data[at:strings.end()].decode()  # the C parser, as before
             try:
-                return json.loads(text), strings.end()
+                value = json.loads(text)
+                self.made(len(value) + 1)
+                return value, strings.end()
             except json.JSONDecodeError as exc:
                 raise self.error(exc.msg, at + len(text[:exc.pos].encode())) from None
         result: list = []
@@ -275,7 +334,9 @@ class _Parser:
             self.path.append(len(result))
             value, at = self.value(at)
             self.path.pop()
+            self.made(1)
             result.append(value)
+            self.tensors(result)
             at = self.ws(at)
             if data[at:at + 1] == b"]":
                 return result, at + 1
@@ -314,6 +375,33 @@ class NumberArray(codecs.ElementSource):
         values = () if empty else (v for _, v in _pieces(self.data, self.start + 1,
                                                           self.end - 1))
         return codecs.elements_from_pieces(name, datatype, role, self.dims, self.depth, values)
+
+
+class StringArray(codecs.ElementSource):
+    """A flat JSON array of text still in the body (inputs[i].data): its syntax checked and
+    its elements counted when parsed, converted a piece at a time when asked."""
+
+    def __init__(self, parser: _Parser, start: int, end: int) -> None:
+        self.parser, self.start, self.end = parser, start, end
+        self.count = sum(len(v) for _, v in _string_pieces(parser, start, end))
+
+    def elements(self, name: str, datatype: str, role: str) -> np.ndarray:
+        values = (v for _, v in _string_pieces(self.parser, self.start, self.end))
+        return codecs.elements_from_pieces(name, datatype, role, (self.count,), 1, values)
+
+
+def _string_pieces(parser: _Parser, start: int, end: int):
+    """(start, texts) for each run of up to STRINGS_PER_PIECE elements of the string array
+    data[start:end], syntax mistakes refused as json refuses them."""
+    data, at = parser.data, parser.ws(start + 1)
+    while at < end - 1:
+        stop = _STRING_RUN.match(data, at).end()
+        text = data[at:stop].decode()
+        try:
+            yield at, json.loads(f"[{text}]")
+        except json.JSONDecodeError as exc:
+            raise parser.error(exc.msg, at + len(text[:exc.pos - 1].encode())) from None
+        at = stop + 1
 
 
 class _PieceError(Exception):
