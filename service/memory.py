@@ -46,10 +46,12 @@ def return_large_buffers_to_the_system() -> bool:
 
 
 # What the idle trimmer looks for: a second in which the process used under a quarter of a
-# core, and RSS at least this much above what it was after the last trim.
+# core, with RSS at least this much above the lowest it has been. A trim that hands back
+# less than a mebibyte doubles the wait before the next, up to MAX_WAIT_S.
 IDLE_INTERVAL_S = 1.0
 IDLE_CPU_FRACTION = 0.25
 TRIM_GROWTH_BYTES = 8 * 1024 * 1024
+MAX_WAIT_S = 4.0
 
 
 def _rss_bytes() -> int:
@@ -67,7 +69,10 @@ class IdleTrimmer:
     of free chunks scattered among live ones, which free() never returns: RSS stayed at
     2.6x its idle figure until traffic reused them. malloc_trim releases every free page of
     every arena. It runs only when a second passes with the process nearly idle and RSS
-    has grown since the last trim, so a busy server keeps its warm memory."""
+    is above the lowest it has been (every second at first, less often while trims find
+    little), so a busy server keeps its warm memory. Idleness is judged by the process's
+    own CPU time: on a machine busy with other work a starved server can look idle while a
+    flood lasts, and the trims that come then must not stop the one after it."""
 
     def __init__(self, trim: Callable[[int], int], interval_s: float = IDLE_INTERVAL_S) -> None:
         self._trim = trim
@@ -85,20 +90,28 @@ class IdleTrimmer:
         self._thread.join()
 
     def _run(self) -> None:
+        # The floor is the lowest RSS seen, never raised by a trim: a trim that comes while
+        # the flood's memory is still in use hands back little, and what is freed after it
+        # must still be trimmed, though RSS does not grow again.
         floor = _rss_bytes()
         cpu = time.process_time()  # every thread of the process
+        wait_s, next_at = self._interval_s, 0.0
         while not self._stop.wait(self._interval_s):
             now = time.process_time()
             used, cpu = now - cpu, now
             rss = _rss_bytes()
             floor = min(floor, rss)
-            if used > self._interval_s * IDLE_CPU_FRACTION or rss - floor < TRIM_GROWTH_BYTES:
+            if (used > self._interval_s * IDLE_CPU_FRACTION or rss - floor < TRIM_GROWTH_BYTES
+                    or time.monotonic() < next_at):
                 continue
             self._trim(0)
             self.trims += 1
-            floor = _rss_bytes()
+            after = _rss_bytes()
+            cpu = time.process_time()  # the trim's own work is not the process being busy
+            wait_s = self._interval_s if rss - after >= 2**20 else min(wait_s * 2, MAX_WAIT_S)
+            next_at = time.monotonic() + wait_s
             log.debug("idle: malloc_trim took RSS from %.0f to %.0f MiB", rss / 2**20,
-                      floor / 2**20)
+                      after / 2**20)
 
 
 def trim_when_idle() -> IdleTrimmer | None:
