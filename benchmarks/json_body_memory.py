@@ -117,6 +117,12 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
     "objects in data": objects_in_data,
 }
 
+# Shapes no real request has: a limit refuses them whole (duplicate input names, the caps of
+# service/http_frontend/json_tensors.py, the id and shape limits), so their rows measure the
+# refusal and print a note saying so. Every other shape is accepted.
+REFUSED_BY_LIMITS = {"tiny tensors", "tiny parameters", "long id", "long shape", "BYTES ab",
+                     "BYTES nested ab", "objects in data"}
+
 
 def _datatype(shape: str) -> str:
     return next((t for t in ("BOOL", "FP64", "BYTES") if t in shape), "FP32")
