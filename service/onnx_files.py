@@ -1,16 +1,18 @@
 """The files an ONNX model file makes ONNX Runtime open besides itself: the `location` of
 every tensor kept as external data (`onnx.save_model(..., save_as_external_data=True)`).
 
-Read from the protobuf wire format directly, so the serving install needs no `onnx`
-package: only the messages that can hold a tensor are walked (the graph and its nodes'
-attributes, subgraphs, functions, training graphs), everything else is skipped by its
-length. Field numbers are onnx.proto's."""
+Read from the protobuf wire format directly (service/protobuf_wire.py), so the serving
+install needs no `onnx` package: only the messages that can hold a tensor are walked (the
+graph and its nodes' attributes, subgraphs, functions, training graphs), everything else is
+skipped by its length. Field numbers are onnx.proto's."""
 
 from __future__ import annotations
 
 import mmap
 from collections.abc import Iterator
 from pathlib import Path
+
+from service.protobuf_wire import WireError, length_delimited
 
 # onnx.proto field numbers of the messages walked.
 _MODEL = {7: "graph", 20: "training_info", 25: "function"}
@@ -39,6 +41,8 @@ def external_data_locations(model_file: Path) -> list[str]:
             view = memoryview(mapped)
             try:
                 found = dict.fromkeys(_locations(view, _MODEL, 0))
+            except WireError as exc:
+                raise NotOnnx(str(exc)) from None
             finally:
                 view.release()
     return list(found)
@@ -47,7 +51,7 @@ def external_data_locations(model_file: Path) -> list[str]:
 def _locations(data: memoryview, fields: dict[int, str], depth: int) -> Iterator[str]:
     if depth > _MAX_DEPTH:
         raise NotOnnx("messages nested too deeply")
-    for number, value in _length_delimited(data):
+    for number, value in length_delimited(data):
         kind = fields.get(number)
         if kind is None:
             continue
@@ -58,10 +62,10 @@ def _locations(data: memoryview, fields: dict[int, str], depth: int) -> Iterator
 
 
 def _tensor_locations(tensor: memoryview) -> Iterator[str]:
-    for number, entry in _length_delimited(tensor):
+    for number, entry in length_delimited(tensor):
         if number != _TENSOR_EXTERNAL_DATA:
             continue
-        pair = dict(_length_delimited(entry))
+        pair = dict(length_delimited(entry))
         if bytes(pair.get(1, b"")) == b"location":
             try:
                 yield bytes(pair.get(2, b"")).decode("utf-8")
@@ -71,70 +75,3 @@ def _tensor_locations(tensor: memoryview) -> Iterator[str]:
 
 _MESSAGES = {"graph": _GRAPH, "training_info": _TRAINING_INFO, "function": _FUNCTION,
              "node": _NODE, "attribute": _ATTRIBUTE, "sparse_tensor": _SPARSE_TENSOR}
-
-
-def _length_delimited(data: memoryview) -> Iterator[tuple[int, memoryview]]:
-    """(field number, bytes) of each length-delimited field of one message; the others are
-    skipped."""
-    position, end = 0, len(data)
-    while position < end:
-        key, position = _varint(data, position)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, position = _varint(data, position)
-        elif wire == 1:
-            position += 8
-        elif wire == 5:
-            position += 4
-        elif wire == 2:
-            length, position = _varint(data, position)
-            if position + length > end:
-                raise NotOnnx("a field runs past the end of its message")
-            yield number, data[position:position + length]
-            position += length
-        elif wire == 3:  # a group: not in onnx.proto, but a protobuf parser skips one
-            position = _skip_group(data, position, number)
-        else:
-            raise NotOnnx(f"wire type {wire} where a field starts")
-        if position > end:
-            raise NotOnnx("a field runs past the end of its message")
-
-
-def _skip_group(data: memoryview, position: int, number: int, depth: int = 0) -> int:
-    if depth > _MAX_DEPTH:
-        raise NotOnnx("groups nested too deeply")
-    while True:
-        key, position = _varint(data, position)
-        inner, wire = key >> 3, key & 7
-        if wire == 4:
-            if inner != number:
-                raise NotOnnx("a group ends with another group's number")
-            return position
-        if wire == 0:
-            _, position = _varint(data, position)
-        elif wire == 1:
-            position += 8
-        elif wire == 5:
-            position += 4
-        elif wire == 2:
-            length, position = _varint(data, position)
-            position += length
-        elif wire == 3:
-            position = _skip_group(data, position, inner, depth + 1)
-        else:
-            raise NotOnnx(f"wire type {wire} where a field starts")
-        if position > len(data):
-            raise NotOnnx("a group runs past the end of its message")
-
-
-def _varint(data: memoryview, position: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if position >= len(data) or shift > 63:
-            raise NotOnnx("a number is cut off or too long")
-        byte = data[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, position
-        shift += 7

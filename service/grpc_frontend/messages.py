@@ -17,6 +17,7 @@ from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from service.grpc_frontend.generated import model_config_pb2 as config_pb
 from service.limits import MAX_ID_LENGTH
 from service.model_config import model_config as model_configuration
+from service.protobuf_wire import LENGTH_DELIMITED, encode_varint, fields
 from service.repository import IndexEntry
 from service.runtime import LoadedModel, TensorSpec
 from service.statistics import Duration, StatisticsSnapshot
@@ -70,7 +71,6 @@ def _parameter(value: pb.InferParameter) -> object:
 # InferInputTensor (contents), and the packed typed lists read in place.
 _INPUTS, _RAW_INPUT_CONTENTS, _CONTENTS = 5, 7, 5
 _PACKED = {6: "fp32_contents", 7: "fp64_contents"}
-_LEN = 2  # wire type: length-delimited
 # Below this a request is parsed whole: cutting pays only where copies cost.
 CUT_FROM_BYTES = 64 * 1024
 
@@ -105,52 +105,6 @@ def parse_infer_request(data: bytes) -> tuple[pb.ModelInferRequest, Cut | None]:
         raise invalid_argument(f"the request is not a ModelInferRequest: {exc}") from None
 
 
-def _varint(view: memoryview, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = view[offset]
-        value |= (byte & 0x7F) << shift
-        offset += 1
-        if not byte & 0x80:
-            return value, offset
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _fields(view: memoryview, start: int, end: int):
-    """(number, wire type, where the field starts, where its value starts, its end) for each
-    field between start and end; ValueError where the bytes do not add up."""
-    offset = start
-    while offset < end:
-        key, value_start = _varint(view, offset)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, value_end = _varint(view, value_start)
-        elif wire == 1:
-            value_end = value_start + 8
-        elif wire == _LEN:
-            length, value_start = _varint(view, value_start)
-            value_end = value_start + length
-        elif wire == 5:
-            value_end = value_start + 4
-        else:  # groups: nothing in this protocol uses them
-            raise ValueError(f"wire type {wire}")
-        if number == 0 or value_end > end:
-            raise ValueError("truncated field")
-        yield number, wire, offset, value_start, value_end
-        offset = value_end
-
-
 def _cut(view: memoryview) -> tuple[bytes, Cut]:
     """The request's bytes without its raw_input_contents and with each input's packed
     FP32/FP64 contents emptied, and what was taken out. An input's contents is cut only when
@@ -158,15 +112,15 @@ def _cut(view: memoryview) -> tuple[bytes, Cut]:
     cut = Cut()
     kept: list[memoryview | bytes] = []
     position = 0
-    for number, wire, field_start, start, end in _fields(view, 0, len(view)):
-        if number == _RAW_INPUT_CONTENTS and wire == _LEN:
+    for number, wire, field_start, start, end in fields(view, 0, len(view)):
+        if number == _RAW_INPUT_CONTENTS and wire == LENGTH_DELIMITED:
             cut.raw.append(view[start:end])
             continue
-        if number == _INPUTS and wire == _LEN:
+        if number == _INPUTS and wire == LENGTH_DELIMITED:
             emptied = _cut_contents(view, start, end)
             if emptied is not None:
                 tensor, cut.contents[position] = emptied
-                kept += [b"\x2a", _encode_varint(len(tensor)), tensor]  # field 5, length-delimited
+                kept += [b"\x2a", encode_varint(len(tensor)), tensor]  # field 5, length-delimited
                 position += 1
                 continue
             position += 1
@@ -180,16 +134,16 @@ def _cut_contents(
     """One InferInputTensor with its contents emptied, and the packed list that was in it;
     None when its contents is not one packed FP32/FP64 list sent once."""
     found = None
-    for number, wire, field_start, value_start, value_end in _fields(view, start, end):
+    for number, wire, field_start, value_start, value_end in fields(view, start, end):
         if number == _CONTENTS:
-            if found is not None or wire != _LEN:
+            if found is not None or wire != LENGTH_DELIMITED:
                 return None
             found = field_start, value_start, value_end
     if found is None:
         return None
     field_start, value_start, value_end = found
-    lists = list(_fields(view, value_start, value_end))
-    if len(lists) != 1 or lists[0][0] not in _PACKED or lists[0][1] != _LEN:
+    lists = list(fields(view, value_start, value_end))
+    if len(lists) != 1 or lists[0][0] not in _PACKED or lists[0][1] != LENGTH_DELIMITED:
         return None
     number, _, _, elements_start, elements_end = lists[0]
     name = _PACKED[number]
