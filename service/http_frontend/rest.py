@@ -159,17 +159,22 @@ def build_v2_app(
         name, version = _model_path(request)
         return JSONResponse(configuration.model_config(frontend.dataplane.model(name, version)))
 
-    @route("/v2/repository/index", ["POST"])
-    async def repository_index(request: Request, frontend: Frontend) -> Response:
-        """Every model version found, `{"ready": true}` for the ready ones only; an empty
-        body (as tritonclient sends) asks for all."""
+    async def json_object(request: Request, what: str, example: str) -> dict:
+        """A small request body of options: a JSON object, {} when the body is empty."""
         with budget.hold() as hold:
             raw = await body.read_body(request, max_request_bytes, hold)
         raw = body.decompress(raw, request.headers.get("content-encoding", ""),
                               max_request_bytes)
-        options = body.read_json(raw, "the request body") if raw.strip() else {}
+        options = body.read_json(raw, what) if raw.strip() else {}
         if not isinstance(options, dict):
-            raise invalid_argument('the request body must be a JSON object, e.g. {"ready": true}')
+            raise invalid_argument(f"{what} must be a JSON object, e.g. {example}")
+        return options
+
+    @route("/v2/repository/index", ["POST"])
+    async def repository_index(request: Request, frontend: Frontend) -> Response:
+        """Every model version found, `{"ready": true}` for the ready ones only; an empty
+        body (as tritonclient sends) asks for all."""
+        options = await json_object(request, "the request body", '{"ready": true}')
         ready = options.get("ready", False)
         if not isinstance(ready, bool):
             raise invalid_argument('"ready" must be true or false')
@@ -182,14 +187,8 @@ def build_v2_app(
     # body, as Triton.
     @route("/v2/repository/models/{name}/load", ["POST"])
     async def load_model(request: Request, frontend: Frontend) -> Response:
-        with budget.hold() as hold:
-            raw = await body.read_body(request, max_request_bytes, hold)
-        raw = body.decompress(raw, request.headers.get("content-encoding", ""),
-                              max_request_bytes)
-        options = body.read_json(raw, "the load request body") if raw.strip() else {}
-        if not isinstance(options, dict):
-            raise invalid_argument('the load request body must be a JSON object, e.g. '
-                                   '{"parameters": {}}, or empty')
+        options = await json_object(request, "the load request body",
+                                    '{"parameters": {}}, or empty')
         unknown = [key for key in options if key != "parameters"]
         if unknown:
             raise invalid_argument(f"the load request body has {quoted(unknown[0])}; its only "
