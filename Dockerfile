@@ -40,9 +40,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     && /opt/zooserve/bin/pip install --require-hashes --no-deps -r /src/requirements/requirements-cpu.txt
 # The project itself, without its dependencies (installed above from the pins).
 COPY pyproject.toml README.md /src/project/
-COPY service/ /src/project/service/
 COPY zooserve/ /src/project/zooserve/
-COPY spectra/ /src/project/spectra/
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pipconf \
     --mount=type=secret,id=cacert \
@@ -57,9 +55,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
     if [ -f /run/secrets/pipconf ]; then export PIP_CONFIG_FILE=/run/secrets/pipconf; fi \
     && /opt/zooserve/bin/pip install --require-hashes --no-deps -r "/src/requirements/${GPU_REQUIREMENTS}"
 COPY pyproject.toml README.md /src/project/
-COPY service/ /src/project/service/
 COPY zooserve/ /src/project/zooserve/
-COPY spectra/ /src/project/spectra/
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=pipconf \
     --mount=type=secret,id=cacert \

@@ -7,7 +7,7 @@ kept-alive connection each, after a warm-up, and prints the median and 90th perc
     .venv/bin/python benchmarks/bento_latency.py                 # starts its own server
     .venv/bin/python benchmarks/bento_latency.py --http http://127.0.0.1:3000 --grpc 127.0.0.1:8001
 
-Without --http/--grpc it starts `bentoml serve service.bento_frontend.service:ZooServe` on
+Without --http/--grpc it starts `bentoml serve zooserve.serving.bento_frontend.service:ZooServe` on
 free loopback ports over --models (default: the repository's models/), waits for /readyz and
 stops it afterwards. A benchmark, not a test: it asserts nothing but that answers are 200/OK."""
 
@@ -51,7 +51,8 @@ def bentoml_serve(models: Path, timeout_s: float = 90) -> Iterator[tuple[str, st
            "ZOOSERVE_LOG_LEVEL": "WARNING"}
     log = open(Path(home) / "serve.log", "w")  # closed in the finally below
     process = subprocess.Popen(
-        [sys.executable, "-m", "bentoml", "serve", "service.bento_frontend.service:ZooServe",
+        [sys.executable, "-m", "bentoml", "serve",
+         "zooserve.serving.bento_frontend.service:ZooServe",
          "--host", "127.0.0.1", "--port", str(http_port)],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

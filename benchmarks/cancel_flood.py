@@ -28,7 +28,7 @@ import psutil
 
 from benchmarks import systems
 from benchmarks.loadgen import INFER
-from service.grpc_frontend.generated import grpc_service_pb2 as service_pb2
+from zooserve.protocol.generated import grpc_service_pb2 as service_pb2
 
 
 def _mib(value: int) -> str:

@@ -45,8 +45,8 @@ def _variants(url: str) -> tuple[dict[str, Callable[[], object]], list[Callable[
     import grpc
 
     import zooserve
-    from service.grpc_frontend.generated import grpc_service_pb2 as pb
-    from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
+    from zooserve.protocol.generated import grpc_service_pb2 as pb
+    from zooserve.protocol.generated import grpc_service_pb2_grpc as pb_grpc
 
     channel = grpc.insecure_channel(url)
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
@@ -150,8 +150,8 @@ def steps_alone(calls: int) -> list[tuple[str, float]]:
     differences above come from, apart from what any Python between calls costs."""
     import timeit
 
-    from service.grpc_frontend.generated import grpc_service_pb2 as pb
     from zooserve.client import ModelInfo, TensorInfo, _infer_request, _prediction
+    from zooserve.protocol.generated import grpc_service_pb2 as pb
 
     info = ModelInfo("penguins", ["1"], "onnxruntime_onnx",
                      [TensorInfo("features", "FP32", (-1, 4))],

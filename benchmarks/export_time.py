@@ -7,7 +7,7 @@ Builds the two architectures untrained (conversion and parity do not depend on t
 weights' values) and saves each as `.keras` in a scratch folder:
 
   penguins-sized: the lesson's episode 2 network, 4 inputs -> Dense 10 relu -> Dense 3 softmax;
-  CNN-sized: the zoo's digits network (training/recipes/digits.py's image_classifier) on
+  CNN-sized: the zoo's digits network (zooserve/training/recipes/digits.py's image_classifier) on
   28x28x1 images, 10 classes.
 
 Then runs `zooserve export` on each, as a user would (a process of its own, parity on the
@@ -29,7 +29,7 @@ IMPORTS = "import tensorflow, keras, tf2onnx, onnx, onnxruntime"
 SAVE_MODELS = """
 import sys
 import keras
-from training.recipes.digits import image_classifier
+from zooserve.training.recipes.digits import image_classifier
 
 folder = sys.argv[1]
 keras.utils.set_random_seed(0)

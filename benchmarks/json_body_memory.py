@@ -19,9 +19,9 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
-from service import codecs
-from service.errors import ServingError, invalid_argument
-from service.http_frontend import binary
+from zooserve.protocol import codecs
+from zooserve.protocol.errors import ServingError, invalid_argument
+from zooserve.serving.http_frontend import binary
 
 MiB = 1 << 20
 
@@ -118,7 +118,8 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
 }
 
 # Shapes no real request has: a limit refuses them whole (duplicate input names, the caps of
-# service/http_frontend/json_tensors.py, the id and shape limits), so their rows measure the
+# zooserve/serving/http_frontend/json_tensors.py, the id and shape limits), so their rows measure
+# the
 # refusal and print a note saying so. Every other shape is accepted.
 REFUSED_BY_LIMITS = {"tiny tensors", "tiny parameters", "long id", "long shape", "BYTES ab",
                      "BYTES nested ab", "objects in data"}

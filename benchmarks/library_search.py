@@ -105,8 +105,8 @@ def _rss(pid: int) -> dict[str, float]:
 
 
 def _request(model: str, spectra, top_k: int = 10) -> bytes:
-    from service.grpc_frontend.generated import grpc_service_pb2 as pb
-    from spectra.binning import pad_peaks
+    from zooserve.protocol.generated import grpc_service_pb2 as pb
+    from zooserve.spectra.binning import pad_peaks
 
     mz, intensity, n_peaks = pad_peaks(spectra)
     request = pb.ModelInferRequest(model_name=model)
@@ -155,13 +155,13 @@ class Server:
 
 
 def _queries(mgf: Path):
-    from spectra.mgf import read_mgf
+    from zooserve.spectra.mgf import read_mgf
 
     return list(read_mgf(mgf))
 
 
 def measure(size: int, a: argparse.Namespace) -> dict:
-    from spectra.binning import bin_padded, pad_peaks
+    from zooserve.spectra.binning import bin_padded, pad_peaks
 
     work = a.cache / str(size)
     work.mkdir(parents=True, exist_ok=True)
@@ -261,7 +261,7 @@ def _top1(target: str, model: str, queries, originals) -> float:
     """The share of noisy copies whose top match is their original."""
     import grpc
 
-    from service.grpc_frontend.generated import grpc_service_pb2 as pb
+    from zooserve.protocol.generated import grpc_service_pb2 as pb
 
     hits = 0
     with grpc.insecure_channel(target) as channel:

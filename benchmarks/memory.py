@@ -37,7 +37,7 @@ import psutil
 from benchmarks import systems
 from benchmarks.loadgen import INFER
 from benchmarks.systems import MODELS
-from service.grpc_frontend.generated import grpc_service_pb2 as service_pb2
+from zooserve.protocol.generated import grpc_service_pb2 as service_pb2
 
 MESSAGE_BYTES = 64 * 1024 * 1024
 

@@ -39,7 +39,7 @@ LOADS = {
 def infer_request_bytes(model: str, typed: bool = False) -> bytes:
     """A serialised ModelInferRequest for one row: raw_input_contents (as tritonclient sends),
     or fp32_contents when typed (for a server that reads no raw contents)."""
-    from service.grpc_frontend.generated import grpc_service_pb2 as pb
+    from zooserve.protocol.generated import grpc_service_pb2 as pb
 
     load = LOADS[model]
     array = load.batch(1)
@@ -55,7 +55,7 @@ def infer_request_bytes(model: str, typed: bool = False) -> bytes:
 
 def check_infer_response(model: str, data: bytes) -> None:
     """Raise ValueError unless data is a ModelInferResponse with the model's one output row."""
-    from service.grpc_frontend.generated import grpc_service_pb2 as pb
+    from zooserve.protocol.generated import grpc_service_pb2 as pb
 
     load = LOADS[model]
     response = pb.ModelInferResponse.FromString(data)

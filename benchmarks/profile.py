@@ -22,8 +22,8 @@ import grpc
 
 from benchmarks import loadgen, payloads
 from benchmarks.systems import free_port
-from service.grpc_frontend.generated import grpc_service_pb2 as pb
-from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
+from zooserve.protocol.generated import grpc_service_pb2 as pb
+from zooserve.protocol.generated import grpc_service_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -50,7 +50,7 @@ def _git(*args: str) -> str:
 def versions(servers: list[systems.System]) -> dict[str, dict[str, str]]:
     found: dict[str, dict[str, str]] = {}
     commit = _git("rev-parse", "--short", "HEAD")
-    dirty = ", with uncommitted changes" if _git("status", "--porcelain", "service",
+    dirty = ", with uncommitted changes" if _git("status", "--porcelain",
                                                   "zooserve") else ""
     main = {"zooserve": f"{metadata.version('zooserve')} (git {commit}{dirty})",
             "python": platform.python_version()}

@@ -288,7 +288,7 @@ def serving_install_size(run: Run) -> None:
         source.mkdir()
         for name in ("pyproject.toml", "README.md"):
             shutil.copy(ROOT / name, source / name)
-        for package in ("zooserve", "service", "training"):
+        for package in ("zooserve",):
             shutil.copytree(ROOT / package, source / package,
                             ignore=shutil.ignore_patterns("__pycache__", "data", "*.csv"))
         venv = Path(tmp) / "venv"

@@ -226,7 +226,7 @@ def _start_bento(system: System, log_dir: Path, timeout_s: float) -> Running:
            "ZOOSERVE_LOG_LEVEL": "WARNING"}
     started = time.monotonic()
     process, log = _popen(system.key, [sys.executable, "-m", "bentoml", "serve",
-                                       "service.bento_frontend.service:ZooServe",
+                                       "zooserve.serving.bento_frontend.service:ZooServe",
                                        "--host", "127.0.0.1", "--port", str(http_port)],
                           log_dir, env)
     running = Running(system.key, process, log, http_url=f"http://127.0.0.1:{http_port}")

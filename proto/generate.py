@@ -1,10 +1,10 @@
-"""Generate the Python modules for proto/*.proto into service/grpc_frontend/generated/.
+"""Generate the Python modules for proto/*.proto into zooserve/protocol/generated/.
 
     python proto/generate.py            # write the generated modules
     python proto/generate.py --out DIR  # write them elsewhere (tests compare the two)
 
 protoc writes `import model_config_pb2`, which only works with the folder on sys.path; the
-imports are rewritten to relative ones so the modules live inside the `service` package.
+imports are rewritten to relative ones so the modules live inside the `zooserve.protocol` package.
 
 protoc's modules register their files in protobuf's default descriptor pool, where
 tritonclient's generated modules register the same file names and `inference.*` messages:
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 PROTO_DIR = Path(__file__).resolve().parent
-DEFAULT_OUT = PROTO_DIR.parent / "service" / "grpc_frontend" / "generated"
+DEFAULT_OUT = PROTO_DIR.parent / "zooserve" / "protocol" / "generated"
 PROTO_FILES = ["model_config.proto", "grpc_service.proto"]
 
 

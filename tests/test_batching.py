@@ -18,8 +18,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from service.cpus import detect_cpu_limit
 from tests.conftest import run_server
+from zooserve.serving.cpus import detect_cpu_limit
 
 DIGITS_SHAPE = (28, 28, 1)
 

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from service.layout import sha256_of_file
-from service.search.model import DEFAULT_PRECURSOR_TOLERANCE
-from spectra.simulator import noisy_copy, simulate_library
 from tests.conftest import MODELS
 from tests.test_bento_service import PENGUINS, SERVICE, RunningBento, run_bento
 from tests.test_bento_store import command, ok
+from zooserve.serving.layout import sha256_of_file
+from zooserve.serving.search.model import DEFAULT_PRECURSOR_TOLERANCE
+from zooserve.spectra.simulator import noisy_copy, simulate_library
 
 LIBRARY = "spectra_search"
 EMBEDDING = "spectra_embedding"
@@ -45,8 +45,8 @@ def library_repository(folder: Path, *extra_libraries: str) -> Path:
     if (MODELS / LIBRARY / "1" / "library.json").is_file():
         shutil.copytree(MODELS / LIBRARY, folder / LIBRARY)
     else:
-        from service.search.library_build import build_library
-        from spectra.mgf import write_mgf
+        from zooserve.serving.search.library_build import build_library
+        from zooserve.spectra.mgf import write_mgf
 
         mgf = folder.parent / "library.mgf"
         write_mgf(mgf, simulate_library(LIBRARY_SIZE, LIBRARY_SEED))

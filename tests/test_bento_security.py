@@ -22,8 +22,6 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2
 from tritonclient.utils import InferenceServerException
 
-from service.grpc_frontend.credentials import tls_credentials
-from service.grpc_frontend.health_check import health_status
 from tests import test_bento_service
 from tests.conftest import ROOT, free_port
 from tests.test_bento_service import (
@@ -34,6 +32,8 @@ from tests.test_bento_service import (
     run_bento,
 )
 from tests.test_security import TOKEN, make_pki, trusting
+from zooserve.protocol.credentials import tls_credentials
+from zooserve.serving.grpc_frontend.health_check import health_status
 
 BEARER = {"authorization": f"Bearer {TOKEN}"}
 
@@ -89,7 +89,7 @@ def test_unusable_security_settings_stop_bentoml_serve_with_one_line(tmp_path):
 def _service_config(env: dict[str, str]) -> dict:
     """The @bentoml.service config as the module builds it from these variables (in another
     process: the service imports zooserve's generated protobuf, tritonclient is loaded here)."""
-    code = ("import json; from service.bento_frontend.service import ZooServe; "
+    code = ("import json; from zooserve.serving.bento_frontend.service import ZooServe; "
             "print(json.dumps({'http': ZooServe.config['http'], "
             "'ssl': ZooServe.config.get('ssl')}))")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ZOOSERVE_")}

@@ -28,7 +28,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import MODELS, ROOT, free_port
 
-SERVICE = "service.bento_frontend.service:ZooServe"
+SERVICE = "zooserve.serving.bento_frontend.service:ZooServe"
 START_TIMEOUT_S = 90
 LABELS = ["Adelie", "Chinstrap", "Gentoo"]
 # Measured penguins (palmerpenguins), one of each species, in LABELS' order.

@@ -2,7 +2,7 @@
 serve` takes 15,000 ModelInfer calls that its client cancels a moment after starting them
 (`benchmarks/cancel_flood.py`, which prints the figures for 84,000), then sits idle. Its RSS
 must come back within 20% (and a few MiB) of what it was before the flood, and before a
-deadline: malloc's heaps keep the pieces gRPC's core freed until `service.memory`'s idle
+deadline: malloc's heaps keep the pieces gRPC's core freed until `zooserve.serving.memory`'s idle
 trimmer hands them back (without it, 15,000 cancels left 55 MiB more than before, still
 there at the deadline)."""
 

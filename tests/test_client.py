@@ -357,7 +357,7 @@ import numpy as np
 {first}
 {second}
 from google.protobuf import json_format  # our messages still parse from JSON
-from service.grpc_frontend.generated import grpc_service_pb2 as pb
+from zooserve.protocol.generated import grpc_service_pb2 as pb
 json_format.ParseDict({{"model_name": "penguins"}}, pb.ModelInferRequest())
 url = sys.argv[1]
 triton = tritonclient.grpc.InferenceServerClient(url)

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service import codecs
-from service.datatypes import NUMPY_BY_DATATYPE
-from service.errors import ErrorKind, ServingError
 from tests.conftest import ROOT
+from zooserve.protocol import codecs
+from zooserve.protocol.datatypes import NUMPY_BY_DATATYPE
+from zooserve.protocol.errors import ErrorKind, ServingError
 
 SAMPLES = {
     "BOOL": np.array([[True, False, True], [False, False, True]]),
@@ -197,10 +197,10 @@ def test_messages_quote_a_bounded_prefix_of_a_name():
 TYPED_DECODE = """
 import tracemalloc
 import numpy as np
-from service import codecs
-from service.errors import ServingError
-from service.grpc_frontend import tensors
-from service.grpc_frontend.generated import grpc_service_pb2 as pb
+from zooserve.protocol import codecs
+from zooserve.protocol.errors import ServingError
+from zooserve.protocol import grpc_tensors as tensors
+from zooserve.protocol.generated import grpc_service_pb2 as pb
 
 N = 1_000_000
 def tensor(datatype, field, values):

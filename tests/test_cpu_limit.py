@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.cpus import auto_intra_op_threads, detect_cpu_limit
+from zooserve.serving.cpus import auto_intra_op_threads, detect_cpu_limit
 
 
 def tree(root: Path, files: dict[str, str]) -> Path:

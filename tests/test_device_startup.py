@@ -12,8 +12,8 @@ import sys
 import pytest
 import tritonclient.grpc as grpcclient
 
-from service.cpus import auto_intra_op_threads, detect_cpu_limit
 from tests.conftest import MODELS, ROOT, free_port, run_server
+from zooserve.serving.cpus import auto_intra_op_threads, detect_cpu_limit
 
 KIND_CPU = grpcclient.model_config_pb2.ModelInstanceGroup.KIND_CPU
 
@@ -99,10 +99,10 @@ CONFIG_ON_FAKE_CUDA = """
 from pathlib import Path
 
 import onnxruntime
-from service import runtime
-from service.grpc_frontend.generated import model_config_pb2 as config_pb
-from service.grpc_frontend.messages import model_config
-from service.repository import ModelRepository
+from zooserve.serving import runtime
+from zooserve.protocol.generated import model_config_pb2 as config_pb
+from zooserve.serving.grpc_frontend.messages import model_config
+from zooserve.serving.repository import ModelRepository
 
 class ClaimsCuda:
     def __init__(self, real):

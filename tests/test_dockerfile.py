@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from service.layout import sha256_of_file
 from tests.conftest import MODELS, ROOT
 from zooserve.image import ImageError, plan_build
+from zooserve.serving.layout import sha256_of_file
 
 
 def test_the_dockerfile_is_hadolint_clean():

@@ -1,5 +1,5 @@
 """How `zooserve.Client` (and so `zooserve predict`) reads a response's outputs: with the
-output decoders of service.grpc_frontend.tensors (a broken output is named as an output,
+output decoders of zooserve.serving.grpc_frontend.tensors (a broken output is named as an output,
 never as an input) and against the datatypes the model's metadata announced. In this
 process: zooserve's generated modules live in a descriptor pool of their own, so importing
 them beside tritonclient's (as other test modules do) is fine."""
@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.grpc_frontend.generated import grpc_service_pb2 as pb
 from zooserve.client import ClientError, ModelInfo, TensorInfo, _prediction
+from zooserve.protocol.generated import grpc_service_pb2 as pb
 
 PENGUINS = ModelInfo(
     name="penguins", versions=["1"], platform="onnxruntime_onnx",

@@ -1,6 +1,6 @@
 """Large ModelInfer requests have their tensor data cut out of their bytes before protobuf
-parses the rest (service/grpc_frontend/messages.py, `Cut`): the cut request must read as the
-whole one does, mistakes must be answered as they are without the cut, and bytes laid out
+parses the rest (zooserve/serving/grpc_frontend/messages.py, `Cut`): the cut request must read as
+the whole one does, mistakes must be answered as they are without the cut, and bytes laid out
 otherwise must fall back to protobuf's own parse."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ import grpc
 import numpy as np
 import pytest
 
-from service.grpc_frontend import messages, tensors
-from service.grpc_frontend.generated import grpc_service_pb2 as pb
+from zooserve.protocol import grpc_tensors as tensors
+from zooserve.protocol.generated import grpc_service_pb2 as pb
+from zooserve.serving.grpc_frontend import messages
 
 ROWS = 200  # spectrum pairs of 200 values: 160 KB per input, above CUT_FROM_BYTES
 

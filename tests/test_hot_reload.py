@@ -1,4 +1,4 @@
-"""Changing models while serving (service/model_control.py), on real `zooserve serve`
+"""Changing models while serving (zooserve/serving/model_control.py), on real `zooserve serve`
 processes asked by tritonclient and httpx: the poll mode under load (new, changed and removed
 versions, no failed request, the old version released once its calls are answered), broken
 new versions that leave the old one serving, files still being written, explicit load and

@@ -1,4 +1,4 @@
-"""Strict, bounded JSON bodies (service/http_frontend/json_tensors.py): UTF-8 only, no key
+"""Strict, bounded JSON bodies (zooserve/serving/http_frontend/json_tensors.py): UTF-8 only, no key
 twice, the old refusals kept; a large body's arrays of numbers decoded as the list decoder
 decodes them, without a Python object per element (a measured memory bound); and a real
 server refusing such bodies with 400 and answering the next request."""
@@ -13,10 +13,10 @@ import httpx
 import numpy as np
 import pytest
 
-from service import codecs
-from service.errors import ErrorKind, ServingError
-from service.http_frontend import json_tensors
 from tests.penguin_rows import LABELS, one_of_each
+from zooserve.protocol import codecs
+from zooserve.protocol.errors import ErrorKind, ServingError
+from zooserve.serving.http_frontend import json_tensors
 
 WHAT = "the request body"
 

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from service.search import library_build
-from service.search.library import EMBEDDINGS_FILE, Library
-from service.search.library_build import LibraryBuildError, build_library
-from spectra.mgf import Spectrum, write_mgf
-from spectra.simulator import noisy_copy, simulate_library
 from tests.conftest import MODELS, ROOT, run_server
 from tests.test_search_served import padded, tensors
+from zooserve.serving.search import library_build
+from zooserve.serving.search.library import EMBEDDINGS_FILE, Library
+from zooserve.serving.search.library_build import LibraryBuildError, build_library
+from zooserve.spectra.mgf import Spectrum, write_mgf
+from zooserve.spectra.simulator import noisy_copy, simulate_library
 
 COUNT = 3000
 

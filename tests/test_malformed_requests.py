@@ -1,7 +1,7 @@
 """A corpus of malformed requests, over gRPC and over HTTP, against one real server: each row
 names the status it must get (never INTERNAL/UNKNOWN, never HTTP 500) and a fragment its
 message must hold, and after each a good request must still be answered. Messages stay
-small: a client's 100 KB name is echoed as a bounded prefix (service/limits.py).
+small: a client's 100 KB name is echoed as a bounded prefix (zooserve/protocol/limits.py).
 
 gRPC requests are built with tritonclient's protobuf modules: a message another
 implementation wrote, not ours checked against itself."""

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.runtime import CPU, _create_session, optimized_model_cache
-from service.settings import Settings
 from tests.conftest import MODELS, run_server
+from zooserve.serving.runtime import CPU, _create_session, optimized_model_cache
+from zooserve.serving.settings import Settings
 
 DIGITS = MODELS / "digits" / "1" / "model.onnx"
 PENGUINS = MODELS / "penguins" / "1" / "model.onnx"

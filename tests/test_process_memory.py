@@ -1,4 +1,5 @@
-"""service/memory.py: large buffers are kept on mmap (glibc), unless the environment already
+"""zooserve/serving/memory.py: large buffers are kept on mmap (glibc), unless the environment
+already
 chose a threshold. Run in fresh interpreters, since mallopt changes the process for good."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-CALL = ("from service.memory import return_large_buffers_to_the_system as f; "
+CALL = ("from zooserve.serving.memory import return_large_buffers_to_the_system as f; "
         "print(f())")
 
 

@@ -20,7 +20,7 @@ from tritonclient.grpc import service_pb2 as triton_service
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
-GENERATED = ROOT / "service" / "grpc_frontend" / "generated"
+GENERATED = ROOT / "zooserve" / "protocol" / "generated"
 
 
 @pytest.fixture(scope="module")

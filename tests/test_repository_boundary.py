@@ -1,5 +1,6 @@
 """The repository folder is a boundary and a card vouches for every file of its version
-(issue 21, item 4; service/repository_files.py), against a real `zooserve serve` process with
+(issue 21, item 4; zooserve/serving/repository_files.py), against a real `zooserve serve` process
+with
 --model-control explicit, asked by tritonclient.
 
 One table of hostile or careless repository versions: links out of the repository (a
@@ -29,9 +30,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from service.layout import file_hashes, read_card, sha256_of_file, write_card
 from tests.conftest import MODELS, run_server
 from tests.penguin_rows import LABELS, one_of_each
+from zooserve.serving.layout import file_hashes, read_card, sha256_of_file, write_card
 
 onnx = pytest.importorskip("onnx")  # the train extra: builds the external-data model
 
@@ -354,12 +355,12 @@ def test_weights_swapped_after_an_unload_are_refused_until_put_back(world: World
 
 
 def test_external_data_is_found_wherever_onnx_keeps_a_tensor(tmp_path):
-    """The reader the check relies on (service/onnx_files.py, no `onnx` package) finds
+    """The reader the check relies on (zooserve/serving/onnx_files.py, no `onnx` package) finds
     external data in initializers, node attributes and subgraphs alike, and refuses a file
     it cannot follow rather than let ONNX Runtime open what it did not check."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from service.onnx_files import NotOnnx, external_data_locations
+    from zooserve.serving.onnx_files import NotOnnx, external_data_locations
 
     def tensor(name: str) -> onnx.TensorProto:
         return numpy_helper.from_array(np.full(4, 1.0, dtype=np.float32), name)

@@ -1,4 +1,4 @@
-"""The repository contract (`service.layout`): Triton's version-folder rule, and listing a
+"""The repository contract (`zooserve.serving.layout`): Triton's version-folder rule, and listing a
 repository on the base install, with no ONNX Runtime, gRPC or Prometheus client at all."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from service import layout
 from tests.conftest import MODELS, ROOT, run_server
+from zooserve.serving import layout
 
 
 @pytest.mark.parametrize("text, version", [

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.search.backends import (
+from tests.conftest import ROOT
+from zooserve.serving.search.backends import (
     ANN_MIN_RECALL,
     BackendUnavailable,
     ExactBackend,
@@ -29,7 +30,6 @@ from service.search.backends import (
     save_faiss_index,
     upload_to_qdrant,
 )
-from tests.conftest import ROOT
 
 N, D, CENTRES, K = 3000, 200, 150, 10
 NAN_MZ_ROWS = np.arange(0, N, 97)  # entries of unknown precursor
@@ -399,7 +399,7 @@ def test_module_imports_with_numpy_alone() -> None:
         "import sys\n"
         "sys.modules['faiss'] = None\n"
         "sys.modules['qdrant_client'] = None\n"
-        "import service.search.backends as b\n"
+        "import zooserve.serving.search.backends as b\n"
         "m = b.ExactBackend(b.np.eye(3, dtype='float32'), b.np.ones(3)).search("
         "b.np.eye(3, dtype='float32'), 2)\n"
         "print(m.indices.tolist())\n"

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 import zooserve
-from spectra.mgf import write_mgf
-from spectra.simulator import noisy_copy, simulate_library
 from tests.conftest import ROOT
 from tests.test_client import CountingStub
 from zooserve import ClientError
+from zooserve.spectra.mgf import write_mgf
+from zooserve.spectra.simulator import noisy_copy, simulate_library
 
 LIBRARY = "spectra_search"
 

@@ -15,9 +15,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from spectra.binning import ZOO_BINNING, bin_padded, pad_peaks
-from spectra.simulator import noisy_copy, simulate_library
 from tests.conftest import MODELS
+from zooserve.spectra.binning import ZOO_BINNING, bin_padded, pad_peaks
+from zooserve.spectra.simulator import noisy_copy, simulate_library
 
 LIBRARY = "spectra_search"
 

@@ -12,9 +12,9 @@ import shutil
 
 import pytest
 
-from spectra.mgf import read_mgf
 from tests.conftest import MODELS, ROOT
 from tests.tutorial_pages import blocks, page_env, run_page
+from zooserve.spectra.mgf import read_mgf
 
 PAGE = ROOT / "docs" / "search.md"
 

@@ -33,11 +33,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from service.grpc_frontend.credentials import tls_credentials
-from service.security import Security, bearer_problem
 from tests import conftest
 from tests.conftest import ROOT, RunningServer, run_server
 from tests.penguin_rows import LABELS, one_of_each
+from zooserve.protocol.credentials import tls_credentials
+from zooserve.serving.security import Security, bearer_problem
 
 TOKEN = "zooserve-test-token-4f1c2a9e7b"  # 30 characters, for the servers below
 OTHER_TOKEN = "not-the-zooserve-token-000000"
@@ -645,7 +645,8 @@ def test_the_service_code_has_no_way_to_unpickle():
     forbidden = re.compile(r"^\s*(import|from)\s+(pickle|cPickle|dill|cloudpickle|joblib|keras|"
                            r"tensorflow|torch)\b|allow_pickle\s*=\s*True", re.MULTILINE)
     found = [f"{path.relative_to(ROOT)}: {match.group(0).strip()}"
-             for path in sorted((ROOT / "service").rglob("*.py"))
+             for folder in ("serving", "protocol", "spectra")
+             for path in sorted((ROOT / "zooserve" / folder).rglob("*.py"))
              for match in forbidden.finditer(path.read_text())]
     assert found == []
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from service import runtime
-from service.cpus import CpuLimit
-from service.dataplane import DataPlane
-from service.repository import ModelRepository
-from service.runtime import CPU, CUDA, DeviceUnavailable, _create_session, open_session
-from service.settings import Settings, SettingsError
+from zooserve.serving import runtime
+from zooserve.serving.cpus import CpuLimit
+from zooserve.serving.dataplane import DataPlane
+from zooserve.serving.repository import ModelRepository
+from zooserve.serving.runtime import CPU, CUDA, DeviceUnavailable, _create_session, open_session
+from zooserve.serving.settings import Settings, SettingsError
 
 PENGUINS = Path(__file__).resolve().parent.parent / "models" / "penguins" / "1" / "model.onnx"
 
@@ -154,7 +154,7 @@ def test_prepare_cuda_calls_preload_dlls_once_and_survives_its_failure(monkeypat
     monkeypatch.setattr(onnxruntime, "preload_dlls", broken_preload, raising=False)
     runtime.prepare_cuda.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="service.runtime"):
+        with caplog.at_level(logging.WARNING, logger="zooserve.serving.runtime"):
             problem = runtime.prepare_cuda()
             assert runtime.prepare_cuda() == problem
         assert calls == [1]
@@ -242,7 +242,7 @@ def test_each_session_gets_the_chosen_thread_count(
             assert model.intra_op_threads == expected
             assert model.device == "CPU"
         chosen = [r.getMessage() for r in caplog.records if "intra-op thread" in r.getMessage()
-                  and r.name == "service.dataplane"]
+                  and r.name == "zooserve.serving.dataplane"]
         assert len(chosen) == 1  # once at startup, not per model
         assert chosen[0].startswith(f"ONNX Runtime: {expected} intra-op thread")
         assert f"CPU limit {cores} (cgroup quota {cores} cores" in chosen[0]
@@ -284,7 +284,7 @@ def test_cuda_obtained_loads_every_model_on_the_gpu_and_says_so(copy_model, monk
     monkeypatch.setattr("onnxruntime.get_available_providers", lambda: [CUDA, CPU])
     repository = ModelRepository(penguins_only(copy_model), "cuda", create=cuda_that_works,
                                  intra_op_threads=1)
-    with caplog.at_level(logging.INFO, logger="service.repository"):
+    with caplog.at_level(logging.INFO, logger="zooserve.serving.repository"):
         repository.load()
     model = repository.get("penguins")
     assert (model.device, model.providers) == ("GPU", [CUDA, CPU])

@@ -1,4 +1,5 @@
-"""The binning contract (spectra/binning.py) that training and serving share, MGF files, and
+"""The binning contract (zooserve/spectra/binning.py) that training and serving share, MGF files,
+and
 the zoo's spectrum simulator: one function bins for both sides, the shipped spectra models
 state the contract in their card and ONNX metadata, and bad peak lists are refused with the
 reason."""
@@ -12,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from spectra.binning import (
+from zooserve.spectra.binning import (
     METADATA_KEY,
     ZOO_BINNING,
     Binning,
@@ -21,9 +22,14 @@ from spectra.binning import (
     bin_peaks,
     pad_peaks,
 )
-from spectra.mgf import MgfError, Spectrum, read_mgf, write_mgf
-from spectra.simulator import noisy_copy, simulate_library, simulate_molecules, zoo_chemistry
-from training.data import spectra as training_spectra
+from zooserve.spectra.mgf import MgfError, Spectrum, read_mgf, write_mgf
+from zooserve.spectra.simulator import (
+    noisy_copy,
+    simulate_library,
+    simulate_molecules,
+    zoo_chemistry,
+)
+from zooserve.training.data import spectra as training_spectra
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 

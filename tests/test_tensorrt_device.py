@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.runtime import (
+from tests.conftest import MODELS
+from zooserve.serving.runtime import (
     CPU,
     CUDA,
     TENSORRT,
@@ -15,7 +16,6 @@ from service.runtime import (
     device_of,
     open_session,
 )
-from tests.conftest import MODELS
 
 PENGUINS = MODELS / "penguins" / "1" / "model.onnx"
 

@@ -16,11 +16,11 @@ import pytest
 pytest.importorskip("pandas", reason="loaders need the `train` extra")
 pytest.importorskip("sklearn", reason="loaders need the `train` extra")
 
-from training.data import images, penguins, spectra, weather  # noqa: E402
-from training.data.dataset import DataFileMissing, Dataset  # noqa: E402
-from training.recipes import digits  # noqa: E402
-from training.recipes import spectra as spectra_recipe  # noqa: E402
-from training.spec import TrainOptions  # noqa: E402
+from zooserve.training.data import images, penguins, spectra, weather  # noqa: E402
+from zooserve.training.data.dataset import DataFileMissing, Dataset  # noqa: E402
+from zooserve.training.recipes import digits  # noqa: E402
+from zooserve.training.recipes import spectra as spectra_recipe  # noqa: E402
+from zooserve.training.spec import TrainOptions  # noqa: E402
 
 
 def _check(dataset: Dataset) -> None:
@@ -146,9 +146,9 @@ def test_missing_scores_json_is_named(tmp_path):
 
 
 def test_training_cli_imports_no_tensorflow():
-    """The serving CLI imports training.cli to add its commands: that must stay light."""
+    """The serving CLI imports zooserve.training.cli to add its commands: that must stay light."""
     code = (
-        "import sys, argparse; import training.cli as c; "
+        "import sys, argparse; import zooserve.training.cli as c; "
         "p = argparse.ArgumentParser(); c.add_training_commands(p.add_subparsers()); "
         "heavy = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'pandas') "
         "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)"

@@ -19,16 +19,17 @@ pytest.importorskip("tf2onnx", reason="training tests need the `train` extra")
 
 from tests.conftest import ROOT  # noqa: E402
 from tests.tensorflow_noise import START_UP_LINES, noisy_tensorflow_env  # noqa: E402
-from training.__main__ import main  # noqa: E402
-from training.native_stderr import below_level  # noqa: E402
-from training.progress import EpochProgress  # noqa: E402
+from zooserve.training.__main__ import main  # noqa: E402
+from zooserve.training.native_stderr import below_level  # noqa: E402
+from zooserve.training.progress import EpochProgress  # noqa: E402
 
 # What TensorFlow's C++ side and absl print when nobody quiets them.
 NOISE = ["oneDNN", "absl", "NodeDef", "cpu_feature_guard", "E0000", "W0000", "I0000"]
 
 
 def _train_penguins(tmp_path: Path, *extra: str) -> str:
-    """stdout and stderr of a real `python -m training train penguins --epochs 5`, as a user
+    """stdout and stderr of a real `python -m zooserve.training train penguins --epochs 5`, as a
+    user
     would start it (a fresh process: TensorFlow's C++ logging is set up at import), in which
     importing TensorFlow writes its AVX-512 start-up lines whatever the CPU."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
@@ -89,7 +90,7 @@ def test_the_level_hides_the_lines_below_it(level, kept):
 
 FILTERED_WRITER = """
 import ctypes, os, sys
-from training.native_stderr import native_stderr_filtered
+from zooserve.training.native_stderr import native_stderr_filtered
 
 with native_stderr_filtered(3):
     libc = ctypes.CDLL(None)

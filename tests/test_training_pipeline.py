@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("tensorflow", reason="training tests need the `train` extra")
 pytest.importorskip("tf2onnx", reason="training tests need the `train` extra")
 
-from training.__main__ import main  # noqa: E402
+from zooserve.training.__main__ import main  # noqa: E402
 
 SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
 # Expected served signatures: name -> (inputs {name: shape}, output name, output shape, labels)
@@ -172,7 +172,7 @@ def test_spectra_embedding_trains_the_pair(tmp_path):
 
 
 def test_transfer_from_a_user_weights_file(tmp_path):
-    from training.recipes.digits import image_classifier
+    from zooserve.training.recipes.digits import image_classifier
 
     weights = tmp_path / "base.weights.h5"
     image_classifier((28, 28, 1), classes=5).save_weights(weights)
@@ -226,8 +226,8 @@ def test_missing_data_file_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_parity_failure_raises(zoo):
-    from training.data.penguins import load_penguins
-    from training.export import ParityError, check_parity, run_onnx
+    from zooserve.training.data.penguins import load_penguins
+    from zooserve.training.export import ParityError, check_parity, run_onnx
 
     path = zoo["models"] / "penguins" / "1" / "model.onnx"
     x = load_penguins().x_test

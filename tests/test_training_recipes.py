@@ -16,11 +16,11 @@ pytest.importorskip("pandas", reason="loaders need the `train` extra")
 pytest.importorskip("matplotlib", reason="the pipeline needs the `train` extra")
 
 from tests.test_training_loaders import write_mgf_library  # noqa: E402
-from training.data.images import DOLLAR_STREET_FILES  # noqa: E402
-from training.data.spectra import load_synthetic_spectra  # noqa: E402
-from training.pipeline import next_version  # noqa: E402
-from training.recipes import MODEL_NAMES, digits, digits_transfer, lookup, spectra  # noqa: E402
-from training.spec import TrainOptions  # noqa: E402
+from zooserve.training.data.images import DOLLAR_STREET_FILES  # noqa: E402
+from zooserve.training.data.spectra import load_synthetic_spectra  # noqa: E402
+from zooserve.training.pipeline import next_version  # noqa: E402
+from zooserve.training.recipes import MODEL_NAMES, digits, digits_transfer, lookup, spectra  # noqa: E402
+from zooserve.training.spec import TrainOptions  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "training.md"
 
@@ -75,7 +75,7 @@ def test_dollar_street_cards_describe_household_objects(dollar_street):
 
 def _transfer_task(options: TrainOptions):
     """The transfer recipe's classes 5-9, without the 10-per-class cut the tiny set lacks."""
-    from training.data.images import only_classes
+    from zooserve.training.data.images import only_classes
 
     everything = digits.load_data(options)
     return only_classes(everything, digits_transfer.TASK_CLASSES, f"{everything.name} (5-9)")

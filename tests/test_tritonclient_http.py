@@ -228,9 +228,9 @@ def test_repository_index(client, http):
 def test_tritonclient_http_and_the_http_frontend_load_no_protobuf_modules():
     """The HTTP frontend must not need the gRPC frontend's generated modules (an HTTP-only
     process stays light), nor tritonclient.http them."""
-    code = ("import sys, tritonclient.http, service.http_frontend.rest, "
-            "service.http_frontend.server\n"
-            "bad = [m for m in sys.modules if m.startswith(('service.grpc_frontend', "
+    code = ("import sys, tritonclient.http, zooserve.serving.http_frontend.rest, "
+            "zooserve.serving.http_frontend.server\n"
+            "bad = [m for m in sys.modules if m.startswith(('zooserve.serving.grpc_frontend', "
             "'tritonclient.grpc')) or m.endswith('_pb2')]\n"
             "assert not bad, bad\n")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -377,15 +377,15 @@ class _BytesModel:
     name = "texts"
 
     def input_spec(self, name):
-        from service.errors import invalid_argument
-        from service.runtime import TensorSpec
+        from zooserve.protocol.errors import invalid_argument
+        from zooserve.serving.runtime import TensorSpec
 
         if name != "text":
             raise invalid_argument(f"no input {name!r}")
         return TensorSpec("text", "BYTES", (-1,))
 
     def check_datatype(self, spec, declared):
-        from service.errors import invalid_argument
+        from zooserve.protocol.errors import invalid_argument
 
         if declared != spec.datatype:
             raise invalid_argument(f"input 'text': datatype {declared} given")
@@ -396,7 +396,7 @@ def _length_prefixed(items: list[bytes]) -> bytes:
 
 
 def test_binary_bytes_inputs_are_length_prefixed_elements():
-    from service.http_frontend import binary
+    from zooserve.serving.http_frontend import binary
 
     items = [b"adelie", b"", "gentoo \u00e9".encode(), b"\x00\xff"]
     raw = _length_prefixed(items)
@@ -413,8 +413,8 @@ def test_binary_bytes_inputs_are_length_prefixed_elements():
     _length_prefixed([b"adelie", b"gentoo"]) + b"\x01",  # a stray byte after them
 ])
 def test_malformed_binary_bytes_name_the_input(raw):
-    from service.errors import ServingError
-    from service.http_frontend import binary
+    from zooserve.protocol.errors import ServingError
+    from zooserve.serving.http_frontend import binary
 
     body, headers = _binary_request(
         {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2],
@@ -425,8 +425,8 @@ def test_malformed_binary_bytes_name_the_input(raw):
 
 
 def test_binary_bytes_outputs_read_back_with_tritonclient():
-    from service.dataplane import InferenceResponse
-    from service.http_frontend import binary
+    from zooserve.serving.dataplane import InferenceResponse
+    from zooserve.serving.http_frontend import binary
 
     texts = np.array([[b"adelie", b""], ["gentoo \u00e9".encode(), b"\x00\xff"]], dtype=object)
     response = InferenceResponse("texts", 1, {"text": texts, "score": np.ones(2, np.float32)},

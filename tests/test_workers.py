@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.metrics_core import UntypedMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.metrics import WorkerMetricsSum
-from service.settings import Settings, SettingsError
 from tests.conftest import MODELS, ROOT, free_port, hold_lone_requests, run_server
+from zooserve.serving.metrics import WorkerMetricsSum
+from zooserve.serving.settings import Settings, SettingsError
 
 READY = re.compile(r"ready: 2 workers \(pids (\d+), (\d+)\)")
 # A fresh TCP connection per client: gRPC otherwise shares one among channels to the same
@@ -179,8 +179,8 @@ def test_sigterm_drains_every_worker_and_the_parent_exits_0(tmp_path):
         log = server.log()
     assert "error" not in result, result.get("error")
     assert result["answer"].as_numpy("probabilities").shape == (1, 10)
-    drained = re.findall(r"worker (\d) \(pid \d+\) service.server: drained: (\d+) inference "
-                         r"requests accepted, (\d+) answered", log)
+    drained = re.findall(r"worker (\d) \(pid \d+\) zooserve.serving.server: drained: "
+                         r"(\d+) inference requests accepted, (\d+) answered", log)
     assert sorted(w for w, _, _ in drained) == ["1", "2"], log
     assert all(accepted == answered for _, accepted, answered in drained)
     assert sum(int(accepted) for _, accepted, _ in drained) == 1  # the held request
@@ -207,8 +207,8 @@ def test_sigterm_while_the_workers_start_exits_0(tmp_path, penguins_only):
             parent.kill()
             parent.wait()
     last = log_path.read_text().strip().splitlines()[-1]
-    assert re.search(r"service.workers: stopped(: all 2 workers drained and| while starting: "
-                     r"[012] of 2 workers had started, and) exited 0$", last), last
+    assert re.search(r"zooserve.serving.workers: stopped(: all 2 workers drained and| "
+                     r"while starting: [012] of 2 workers had started, and) exited 0$", last), last
 
 
 def test_a_worker_that_dies_stops_the_others_and_fails_the_parent(tmp_path, penguins_only):
@@ -218,7 +218,7 @@ def test_a_worker_that_dies_stops_the_others_and_fails_the_parent(tmp_path, peng
         assert server.process.wait(timeout=30) == 1
         log = server.log()
     assert f"worker 1 (pid {first}) exited while serving with code -9" in log
-    assert f"worker 2 (pid {second}) service.server: drained:" in log
+    assert f"worker 2 (pid {second}) zooserve.serving.server: drained:" in log
     assert log.strip().splitlines()[-1] == (
         f"zooserve serve: error: worker 1 (pid {first}) exited while serving with code -9")
 

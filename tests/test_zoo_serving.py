@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from training.recipes import lookup
-from training.spec import TrainOptions
+from zooserve.training.recipes import lookup
+from zooserve.training.spec import TrainOptions
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 ZOO = ["penguins", "weather", "digits", "digits_transfer", "spectra_similarity",

@@ -1,4 +1,5 @@
-"""The `zooserve` command: the front door to training (training/) and serving (service/).
+"""The `zooserve` command: the front door to training (zooserve/training/) and serving
+(zooserve/serving/).
 
 `zooserve.Client` and `zooserve.AsyncClient` ask a running server for predictions and
 library searches (zooserve/client.py); they are imported on first use, so `import zooserve`

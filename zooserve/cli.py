@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
 def _serve(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from service.settings import Settings
+    from zooserve.serving.settings import Settings
 
     # Every Settings field with a flag of its own name; the flags left unset read None.
     flags = {f.name: getattr(args, f.name, None) for f in fields(Settings)}
@@ -32,8 +32,8 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if not settings.models.is_dir():
         raise SystemExit(f"zooserve serve: error: models folder '{settings.models}' does not exist")
-    from service.runtime import DeviceUnavailable
-    from service.server import serve
+    from zooserve.serving.runtime import DeviceUnavailable
+    from zooserve.serving.server import serve
 
     try:
         serve(settings)
@@ -43,8 +43,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from service.layout import scan_repository
-    from service.settings import Settings
+    from zooserve.serving.layout import scan_repository
+    from zooserve.serving.settings import Settings
 
     root = Settings.from_sources({"models": args.models}).models
     try:
@@ -105,8 +105,8 @@ def _predict(args: argparse.Namespace) -> int:
 def _search(args: argparse.Namespace) -> int:
     """Exit 2 for a mistake of the caller's (flags, the MGF file, the token file, what the
     client refuses before sending), 1 for one the server answers."""
-    from spectra.mgf import read_mgf
     from zooserve.client import Client, ClientError
+    from zooserve.spectra.mgf import read_mgf
 
     def fail(message: str, status: int) -> NoReturn:
         print(f"zooserve search: error: {message}", file=sys.stderr)
@@ -142,17 +142,17 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    from service.grpc_frontend.health_check import health_status
+    from zooserve.serving.grpc_frontend.health_check import health_status
 
     url = args.url
     if url is None:
-        from service.settings import Settings
+        from zooserve.serving.settings import Settings
 
         url = f"localhost:{Settings.from_sources().grpc_port}"
     try:
         credentials = None
         if _wants_tls(args, "health"):
-            from service.grpc_frontend.credentials import tls_credentials
+            from zooserve.protocol.credentials import tls_credentials
 
             credentials = tls_credentials(args.tls_ca, args.tls_client_cert, args.tls_client_key)
         status = health_status(url, args.service, args.timeout, credentials,
@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_commands(commands)
 
     try:
-        from service.search.cli import add_library_commands
+        from zooserve.serving.search.cli import add_library_commands
     except ImportError:  # a client-only install
         pass
     else:
@@ -355,13 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(func=_search)
 
     try:
-        from training.cli import add_training_commands
+        from zooserve.training.cli import add_training_commands
     except ImportError:  # a serving-only install
         add_training_commands = _training_missing
     add_training_commands(commands)
 
     try:
-        from service.bento_frontend.cli import add_bento_commands
+        from zooserve.serving.bento_frontend.cli import add_bento_commands
     except ImportError:  # no `bento` extra: no `zooserve bento ...`
         pass
     else:
@@ -383,7 +383,7 @@ def _training_missing(commands) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from service.settings import SettingsError
+    from zooserve.serving.settings import SettingsError
 
     try:
         return args.func(args)

@@ -23,7 +23,7 @@ before anything was sent) and the message is the server's own, or one line sayin
 wrong.
 
 `search` asks a spectral library (a search model) for the entries most like some query
-spectra: an MGF file, `spectra.mgf.Spectrum`s or dicts of peaks go in, `SearchResults` come
+spectra: an MGF file, `zooserve.spectra.mgf.Spectrum`s or dicts of peaks go in, `SearchResults` come
 out (`Match`es per query, best first, with each entry's metadata).
 
 ```python
@@ -56,24 +56,24 @@ from typing import Any
 import grpc
 import numpy as np
 
-from service import codecs
-from service.errors import ServingError
-from service.grpc_frontend import tensors
-from service.grpc_frontend.credentials import PemSource, tls_credentials
-from service.grpc_frontend.generated import grpc_service_pb2 as pb
-from service.grpc_frontend.generated import grpc_service_pb2_grpc as pb_grpc
-from service.labels import labelled_output
-from spectra.binning import pad_peaks
-from spectra.mgf import Spectrum, read_mgf
+from zooserve.protocol import codecs
+from zooserve.protocol import grpc_tensors as tensors
+from zooserve.protocol.credentials import PemSource, tls_credentials
+from zooserve.protocol.errors import ServingError
+from zooserve.protocol.generated import grpc_service_pb2 as pb
+from zooserve.protocol.generated import grpc_service_pb2_grpc as pb_grpc
+from zooserve.protocol.labels import labelled_output
+from zooserve.spectra.binning import pad_peaks
+from zooserve.spectra.mgf import Spectrum, read_mgf
 
 __all__ = ["AsyncClient", "Client", "ClientError", "Match", "ModelEntry", "ModelInfo",
            "Prediction", "SearchResults", "TensorInfo"]
 
-# As large as the server takes and sends (service.grpc_frontend.server.MAX_MESSAGE_BYTES).
+# As large as the server takes and sends (zooserve.serving.grpc_frontend.server.MAX_MESSAGE_BYTES).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 # Server answers after which what the client keeps about a model may be out of date.
 STALE_CODES = frozenset({"NOT_FOUND", "INVALID_ARGUMENT", "FAILED_PRECONDITION"})
-# The ModelConfig platform of a spectral library (service.search.model.SearchModel).
+# The ModelConfig platform of a spectral library (zooserve.serving.search.model.SearchModel).
 SEARCH_PLATFORM = "zooserve_spectral_search"
 # The keys a query given as a dict may have.
 QUERY_KEYS = ("mz", "intensity", "precursor_mz", "id")
@@ -189,7 +189,8 @@ class Prediction:
         return self.outputs[self._scored_output()].reshape(-1, len(self.labels))
 
     def _scored_output(self) -> str:
-        """The output that has one score per label, picked as service.labels picks it; asked
+        """The output that has one score per label, picked as zooserve.protocol.labels picks it;
+        asked
         of no rows (a 2-D output cut to none), so the choice costs the same for any batch."""
         if not self.labels:
             raise ClientError(
@@ -338,7 +339,7 @@ def _frame_values(info: ModelInfo, frame) -> np.ndarray:
 
 
 def _as_array(spec: TensorInfo, value: object) -> np.ndarray:
-    """One input as an array of its datatype, every element checked (service.codecs)."""
+    """One input as an array of its datatype, every element checked (zooserve.protocol.codecs)."""
     try:
         return codecs.decode_nested(spec.name, spec.datatype, value)
     except ServingError as exc:
@@ -385,7 +386,7 @@ def _infer_request(
 
 def _prediction(info: ModelInfo, response: pb.ModelInferResponse, index: Any = None) -> Prediction:
     """The response's outputs, read as outputs against the datatypes the metadata announced
-    (service.grpc_frontend.tensors)."""
+    (zooserve.protocol.grpc_tensors)."""
     announced = {o.name: o.datatype for o in info.outputs}
     raw = response.raw_output_contents
     outputs = {}
@@ -477,7 +478,8 @@ def _query(position: int, query: object) -> tuple[str, np.ndarray, np.ndarray, f
         mz, intensity, precursor = query["mz"], query["intensity"], query.get("precursor_mz")
     else:
         raise ClientError(f"query {position} ({type(query).__name__}) is neither a "
-                          "spectra.mgf.Spectrum nor a dict with keys " + ", ".join(QUERY_KEYS))
+                          "zooserve.spectra.mgf.Spectrum "
+                          "nor a dict with keys " + ", ".join(QUERY_KEYS))
     who = _named(position, query_id)
     mz = _peak_values(who, "m/z values", mz)
     intensity = _peak_values(who, "intensities", intensity)
@@ -817,7 +819,8 @@ class Client(_Client):
         version: str = "", timeout: float | None = None,
     ) -> SearchResults:
         """The `top_k` entries of the spectral library `library` most like each query, best
-        first. `spectra`: an MGF file's path, or an iterable of `spectra.mgf.Spectrum` or of
+        first. `spectra`: an MGF file's path, or an iterable of `zooserve.spectra.mgf.Spectrum` or
+        of
         dicts {"mz": [...], "intensity": [...], "precursor_mz": 301.1, "id": "..."}
         ("precursor_mz" and "id" optional). With `precursor_tolerance`, only entries whose
         precursor m/z is within it of the query's qualify (a query without one is not

@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 
 from benchmarks.peers.ort_session import one_thread_session
-from service.grpc_frontend.generated import grpc_service_pb2 as pb
+from zooserve.protocol.generated import grpc_service_pb2 as pb
 
 SERVICE = "inference.GRPCInferenceService"
 

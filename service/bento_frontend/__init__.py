@@ -1,4 +1,0 @@
-"""The BentoML frontend: one `bentoml serve` process answering JSON over HTTP (BentoML APIs and
-the KServe v2 REST paths) and the gRPC frontend, over one DataPlane.
-
-Importing this package imports no BentoML; `service.bento_frontend.service` does."""
