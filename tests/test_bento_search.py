@@ -23,7 +23,7 @@ import tritonclient.grpc as grpcclient
 from tests.conftest import MODELS
 from tests.test_bento_service import PENGUINS, SERVICE, RunningBento, run_bento
 from tests.test_bento_store import command, ok
-from zooserve.serving.layout import sha256_of_file
+from zooserve.repository.layout import sha256_of_file
 from zooserve.serving.search.model import DEFAULT_PRECURSOR_TOLERANCE
 from zooserve.spectra.simulator import noisy_copy, simulate_library
 

@@ -275,7 +275,7 @@ def test_the_image_says_what_it_carries(zoo_image, penguins_image):
                                    image).stdout)
         return labels["io.zooserve.models"].split(",")
 
-    from zooserve.serving.layout import sha256_of_file
+    from zooserve.repository.layout import sha256_of_file
 
     carried = label(penguins_image)
     assert carried == [f"penguins:1@sha256:{sha256_of_file(MODELS / 'penguins/1/model.onnx')}"]

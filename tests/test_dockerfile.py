@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import MODELS, ROOT
 from zooserve.image import ImageError, plan_build
-from zooserve.serving.layout import sha256_of_file
+from zooserve.repository.layout import sha256_of_file
 
 
 def test_the_dockerfile_is_hadolint_clean():

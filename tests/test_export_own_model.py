@@ -27,7 +27,7 @@ pytest.importorskip("tf2onnx", reason="export tests need the `train` extra")
 
 from tests.conftest import ROOT, run_server  # noqa: E402
 from tests.tensorflow_noise import noisy_tensorflow_env  # noqa: E402
-from zooserve.serving.layout import sha256_of_file  # noqa: E402
+from zooserve.repository.layout import sha256_of_file  # noqa: E402
 
 SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
 FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]

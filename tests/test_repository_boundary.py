@@ -32,7 +32,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import MODELS, run_server
 from tests.penguin_rows import LABELS, one_of_each
-from zooserve.serving.layout import file_hashes, read_card, sha256_of_file, write_card
+from zooserve.repository.layout import file_hashes, read_card, sha256_of_file, write_card
 
 onnx = pytest.importorskip("onnx")  # the train extra: builds the external-data model
 

@@ -1,5 +1,5 @@
-"""The repository contract (`zooserve.serving.layout`): Triton's version-folder rule, and listing a
-repository on the base install, with no ONNX Runtime, gRPC or Prometheus client at all."""
+"""The repository contract (`zooserve.repository.layout`): Triton's version-folder rule, and listing
+a repository on the base install, with no ONNX Runtime, gRPC or Prometheus client at all."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tests.conftest import MODELS, ROOT, run_server
-from zooserve.serving import layout
+from zooserve.repository import layout
 
 
 @pytest.mark.parametrize("text, version", [

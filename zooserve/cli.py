@@ -43,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from zooserve.serving.layout import scan_repository
+    from zooserve.repository.layout import scan_repository
     from zooserve.serving.settings import Settings
 
     root = Settings.from_sources({"models": args.models}).models

@@ -55,7 +55,7 @@ def plan_build(
     cuda: str = "13",
 ) -> BuildPlan:
     """Check the request against the repository and work out the build's arguments."""
-    from zooserve.serving.layout import select_models, sha256_of_file
+    from zooserve.repository.layout import select_models, sha256_of_file
 
     chosen = tuple(dict.fromkeys(models or ()))
     try:

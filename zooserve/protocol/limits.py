@@ -2,7 +2,7 @@
 request reaches a model, so a client's mistake is answered INVALID_ARGUMENT (HTTP 400) or
 NOT_FOUND (404), never an internal error. README's "Limits" section states them.
 
-Plain constants: `zooserve.serving.layout` (read by training too) imports this without numpy."""
+Plain constants: `zooserve.repository.layout` (read by training too) imports this without numpy."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The loaded models of a repository folder (its layout on disk is `zooserve.serving.layout`):
+"""The loaded models of a repository folder (its layout on disk is `zooserve.repository.layout`):
 one ONNX Runtime session per (name, version). A client that names no version gets the
 highest version that is loaded.
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zooserve.protocol.errors import not_found, quoted
-from zooserve.serving.layout import (
+from zooserve.repository.layout import (
     CARD_FILE,
     LIBRARY_FILE,
     MODEL_FILE,
@@ -237,7 +237,7 @@ class ModelRepository:
         return plan
 
     def _version_files(self, name: str) -> dict[int, Path]:
-        layout_log = logging.getLogger("zooserve.serving.layout")
+        layout_log = logging.getLogger("zooserve.repository.layout")
         layout_log.addFilter(_LAYOUT_WARNINGS_ONCE)
         model_dir = self.root / name
         files = served_files(model_dir)

@@ -3,7 +3,7 @@
 Before a version is opened, every file it would be loaded from is checked here: its card,
 the model's serving.json, the served file (model.onnx or a library's library.json), each
 file the ONNX model keeps tensor data in (external data), and every file the card records
-(FILES_KEY, zooserve/serving/layout.py). Each must resolve, symbolic links followed, to a regular
+(FILES_KEY, zooserve/repository/layout.py). Each must resolve, symbolic links followed, to a regular
 file
 inside the repository folder: links that stay inside are followed, anything that leads out
 (the version or model folder itself included) is refused. A refusal names the file as the
@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from zooserve.serving.layout import (
+from zooserve.repository.layout import (
     CARD_FILE,
     FILES_KEY,
     MODEL_FILE,
@@ -157,7 +157,8 @@ def check_version(root: Path, served: Path) -> CheckedFiles:
             raise FileRefused(
                 f"{served.name} keeps tensor data in {name!r}, which its card does not "
                 "record: a weights file nobody vouched for is not loaded (export the model "
-                "again, or record the files as they are with zooserve.serving.layout.record_files)")
+                "again, or record the files as they are with "
+                "zooserve.repository.layout.record_files)")
         _check_sha256(checked, folder, name, recorded[name])
     return checked
 

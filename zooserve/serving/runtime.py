@@ -22,7 +22,7 @@ import numpy as np
 from zooserve.protocol.codecs import object_array
 from zooserve.protocol.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE
 from zooserve.protocol.errors import ErrorKind, ServingError, invalid_argument, quoted
-from zooserve.serving import layout
+from zooserve.repository import layout
 from zooserve.serving.onnx_files import external_data_locations
 from zooserve.serving.serving_config import (
     DEFAULT_MAX_QUEUE_SIZE,

@@ -1,5 +1,5 @@
 """How one model is served, read from `<repository>/<name>/serving.json` beside its version
-folders (the repository's layout is `zooserve.serving.layout`). Every key is optional:
+folders (the repository's layout is `zooserve.repository.layout`). Every key is optional:
 
     {
       "dynamic_batching": {
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zooserve.serving.layout import SERVING_FILE
+from zooserve.repository.layout import SERVING_FILE
 
 EXECUTIONS = ("auto", "inline", "thread")
 DEFAULT_MAX_QUEUE_SIZE = 256

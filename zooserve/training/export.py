@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zooserve.serving.layout import MODEL_FILE, sha256_of_file
+from zooserve.repository.layout import MODEL_FILE, sha256_of_file
 from zooserve.training.data.dataset import Arrays
 
 OPSET = 17
@@ -193,8 +193,8 @@ def check_parity(
 
 def card_section(sha256: str, difference: float) -> dict[str, object]:
     """The card's `onnx` entry: the file, its hash and opset, and the parity measured. (The
-    card's `files`, zooserve.serving.layout.file_hashes, records every file of the version folder,
-    this one included, once they are all written.)"""
+    card's `files`, zooserve.repository.layout.file_hashes, records every file of the version
+    folder, this one included, once they are all written.)"""
     return {
         "file": MODEL_FILE,
         "sha256": sha256,

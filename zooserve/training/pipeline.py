@@ -15,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from zooserve.serving.layout import FILES_KEY, MODEL_FILE, file_hashes, version_folders, write_card
+from zooserve.repository.layout import (
+    FILES_KEY,
+    MODEL_FILE,
+    file_hashes,
+    version_folders,
+    write_card,
+)
 from zooserve.spectra.binning import METADATA_KEY as BINNING_KEY
 from zooserve.training import export, fitting, ledger, plots, provenance
 from zooserve.training.data.dataset import Arrays, Dataset

@@ -11,7 +11,8 @@ LIBRARIES = ["tensorflow-cpu", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy
 
 
 def git_commit(where: Path | None = None) -> str:
-    """HEAD's commit, with `-dirty` when zooserve/training/ has uncommitted changes; `unknown` if no git."""
+    """HEAD's commit, with `-dirty` when zooserve/training/ has uncommitted changes; `unknown`
+    if no git."""
     where = where or Path(__file__).resolve().parent
     try:
         head = subprocess.run(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zooserve.serving.layout import (
+from zooserve.repository.layout import (
     FILES_KEY,
     MODEL_FILE,
     file_hashes,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zooserve.serving.layout import sha256_of_file
+from zooserve.repository.layout import sha256_of_file
 from zooserve.training.data.dataset import Arrays
 
 ZIP_MAGIC = b"PK\x03\x04"

@@ -100,7 +100,7 @@ def _build(args: argparse.Namespace) -> int:
     if not bentofile.is_file():
         raise fail(f"bentofile '{bentofile}' does not exist")
 
-    from zooserve.serving.layout import select_models
+    from zooserve.repository.layout import select_models
 
     try:
         chosen = select_models(root, args.only)

@@ -26,8 +26,7 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import BentoMLException, NotFound
 
-from zooserve.serving import repository_files
-from zooserve.serving.layout import (
+from zooserve.repository.layout import (
     CARD_FILE,
     FILES_KEY,
     LIBRARY_FILE,
@@ -37,6 +36,7 @@ from zooserve.serving.layout import (
     scan_repository,
     sha256_of_file,
 )
+from zooserve.serving import repository_files
 
 log = logging.getLogger(__name__)
 

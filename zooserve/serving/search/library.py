@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zooserve.serving.layout import LIBRARY_FILE, sha256_of_file
+from zooserve.repository.layout import LIBRARY_FILE, sha256_of_file
 from zooserve.serving.repository_files import Boundary, FileRefused, safe_name
 from zooserve.spectra.binning import Binning
 

@@ -22,7 +22,7 @@ from typing import TextIO
 
 import numpy as np
 
-from zooserve.serving.layout import (
+from zooserve.repository.layout import (
     FILES_KEY,
     LIBRARY_FILE,
     MODEL_FILE,

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from zooserve.protocol.errors import invalid_argument, quoted
-from zooserve.serving.layout import MODEL_FILE, read_card
+from zooserve.repository.layout import MODEL_FILE, read_card
 from zooserve.serving.repository_files import FileRefused, check_model_file, safe_name
 from zooserve.serving.runtime import (
     INLINE_BELOW_NS,

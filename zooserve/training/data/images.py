@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zooserve.serving.layout import sha256_of_file
+from zooserve.repository.layout import sha256_of_file
 from zooserve.training.data.dataset import Dataset, packaged_file, require_file
 
 MNIST_5K = "mnist_5k"

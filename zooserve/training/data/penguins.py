@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zooserve.serving.layout import sha256_of_file
+from zooserve.repository.layout import sha256_of_file
 from zooserve.training.data.dataset import Dataset, packaged_file
 
 PENGUIN_FEATURES = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zooserve.serving.layout import sha256_of_file
+from zooserve.repository.layout import sha256_of_file
 from zooserve.spectra.binning import ZOO_BINNING, PeakProblem, bin_peaks
 from zooserve.spectra.mgf import Spectrum, read_mgf
 from zooserve.spectra.simulator import simulate_molecules

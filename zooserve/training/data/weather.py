@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zooserve.serving.layout import sha256_of_file
+from zooserve.repository.layout import sha256_of_file
 from zooserve.training.data.dataset import Dataset, packaged_file, require_file
 
 SEATTLE_WEATHER = "seattle-weather"

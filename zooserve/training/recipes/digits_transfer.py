@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zooserve.serving.layout import sha256_of_file
+from zooserve.repository.layout import sha256_of_file
 from zooserve.training import fitting
 from zooserve.training.data.dataset import DataFileMissing, Dataset
 from zooserve.training.data.images import describe_image, few_per_class, only_classes, shows_digits
