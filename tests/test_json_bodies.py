@@ -16,7 +16,7 @@ import pytest
 from tests.penguin_rows import LABELS, one_of_each
 from zooserve.protocol import codecs
 from zooserve.protocol.errors import ErrorKind, ServingError
-from zooserve.serving.http_frontend import json_tensors
+from zooserve.serving.http_frontend import json_arrays, json_tensors
 
 WHAT = "the request body"
 
@@ -29,8 +29,8 @@ def loads(request, monkeypatch):
         return lambda raw: json_tensors.loads(raw, WHAT)
     monkeypatch.setattr(json_tensors, "MIN_BLOCK", 1)
     monkeypatch.setattr(json_tensors, "WINDOWS", ())
-    monkeypatch.setattr(json_tensors, "PIECE", 5)
-    monkeypatch.setattr(json_tensors, "SCAN_CHUNK", 7)
+    monkeypatch.setattr(json_arrays, "PIECE", 5)
+    monkeypatch.setattr(json_arrays, "SCAN_CHUNK", 7)
     return lambda raw: json_tensors.loads(raw, WHAT, small=0)
 
 
@@ -184,7 +184,7 @@ def test_element_mistakes_read_as_before(loads, case):
 
 def test_a_syntax_mistake_in_a_large_tensor_is_refused_as_json_would(monkeypatch):
     """inputs[i].data is checked as it is converted: the message is json's, position too."""
-    monkeypatch.setattr(json_tensors, "PIECE", 64)
+    monkeypatch.setattr(json_arrays, "PIECE", 64)
     numbers = b", ".join(b"%d.5" % i for i in range(2000))
     for mistake, reason in [(b"1.2.3", "Expecting ',' delimiter"), (b"01", "Expecting ','"),
                             (b"tru", "Expecting value"), (b"-", "Expecting value")]:
