@@ -185,121 +185,19 @@ def _wants_tls(args: argparse.Namespace, command: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from zooserve.serving.settings import add_flags
+
     parser = _Parser(prog="zooserve", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     serve = commands.add_parser(
         "serve", help="serve the model repository over gRPC and HTTP (Open Inference Protocol)"
     )
-    serve.add_argument("--models", help="model repository folder [ZOOSERVE_MODELS, models]")
-    serve.add_argument("--host", help="address to listen on [ZOOSERVE_HOST, 127.0.0.1]")
-    serve.add_argument("--grpc-port", help="gRPC port [ZOOSERVE_GRPC_PORT, 8001]")
-    serve.add_argument(
-        "--http-port", help="HTTP port, KServe v2 REST [ZOOSERVE_HTTP_PORT, 8000]"
-    )
-    serve.add_argument(
-        "--metrics-port", help="Prometheus metrics port, HTTP [ZOOSERVE_METRICS_PORT, 8002]"
-    )
-    serve.add_argument("--device", help="auto, cpu, cuda or tensorrt [ZOOSERVE_DEVICE, auto]")
-    serve.add_argument("--max-batch-size", help="largest batch accepted [1024]")
-    serve.add_argument(
-        "--ort-threads",
-        help="ONNX Runtime threads per model; 0: from the CPU limit [ZOOSERVE_ORT_THREADS, 0]",
-    )
-    serve.add_argument(
-        "--drain-timeout",
-        help="on SIGTERM, seconds to finish the requests in flight [ZOOSERVE_DRAIN_TIMEOUT, 30]",
-    )
-    serve.add_argument(
-        "--workers",
-        help="worker processes sharing the gRPC and HTTP ports, each with its own models "
-        "[ZOOSERVE_WORKERS, 1]",
-    )
-    serve.add_argument(
-        "--cache-dir",
-        help="folder for ONNX Runtime's optimised graphs; off: none "
-        "[ZOOSERVE_CACHE_DIR, ~/.cache/zooserve/onnxruntime]",
-    )
-    serve.add_argument(
-        "--drain-delay",
-        help="on SIGTERM, seconds health reads NOT_SERVING while requests are still taken "
-        "[ZOOSERVE_DRAIN_DELAY, 3]",
-    )
-    serve.add_argument(
-        "--require-all-models",
-        help="true: not ready unless every model version loaded [ZOOSERVE_REQUIRE_ALL_MODELS, "
-        "false]",
-    )
-    serve.add_argument(
-        "--max-inflight",
-        help="inference requests in flight at once, all models; beyond it RESOURCE_EXHAUSTED "
-        "[ZOOSERVE_MAX_INFLIGHT, 1024]",
-    )
-    serve.add_argument(
-        "--max-queue-size",
-        help="each model's queue unless its serving.json says [ZOOSERVE_MAX_QUEUE_SIZE, 256]",
-    )
-    serve.add_argument(
-        "--max-request-bytes",
-        help="largest gRPC message or HTTP body [ZOOSERVE_MAX_REQUEST_BYTES, 67108864]",
-    )
-    serve.add_argument(
-        "--http-header-timeout",
-        help="seconds from an HTTP request's first byte to the end of its head; beyond it "
-        "408 [ZOOSERVE_HTTP_HEADER_TIMEOUT, 10]",
-    )
-    serve.add_argument(
-        "--http-body-timeout",
-        help="seconds to wait for the next piece of an HTTP body; beyond it 408 "
-        "[ZOOSERVE_HTTP_BODY_TIMEOUT, 30]",
-    )
-    serve.add_argument(
-        "--http-idle-timeout",
-        help="seconds an HTTP connection with no request in progress stays open "
-        "[ZOOSERVE_HTTP_IDLE_TIMEOUT, 75]",
-    )
-    serve.add_argument(
-        "--http-max-connections",
-        help="HTTP connections open at once per process; beyond it 503 "
-        "[ZOOSERVE_HTTP_MAX_CONNECTIONS, 1000]",
-    )
-    serve.add_argument(
-        "--http-body-buffer-bytes",
-        help="bytes of HTTP bodies being read at once per process; beyond it 503 "
-        "[ZOOSERVE_HTTP_BODY_BUFFER_BYTES, 268435456]",
-    )
-    serve.add_argument(
-        "--model-control",
-        help="none, explicit (load/unload RPCs) or poll (rescan the folder) "
-        "[ZOOSERVE_MODEL_CONTROL, none]",
-    )
-    serve.add_argument(
-        "--poll-interval", help="seconds between rescans with --model-control poll [5]"
-    )
-    serve.add_argument("--tls-cert", help="TLS certificate, PEM [ZOOSERVE_TLS_CERT]")
-    serve.add_argument("--tls-key", help="TLS private key, PEM [ZOOSERVE_TLS_KEY]")
-    serve.add_argument(
-        "--tls-client-ca", help="CA whose client certificates are required (mutual TLS) "
-        "[ZOOSERVE_TLS_CLIENT_CA]"
-    )
-    serve.add_argument(
-        "--auth-token-file",
-        help="file holding the bearer token every call but health must carry "
-        "[ZOOSERVE_AUTH_TOKEN_FILE; or the token itself in ZOOSERVE_AUTH_TOKEN]",
-    )
-    serve.add_argument(
-        "--reflection", help="gRPC server reflection, true or false [ZOOSERVE_REFLECTION, true]"
-    )
-    serve.add_argument(
-        "--reuse-port",
-        help="true: let other processes share the ports (SO_REUSEPORT) [ZOOSERVE_REUSE_PORT, "
-        "false]",
-    )
-    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR [INFO]")
+    add_flags(serve)
     serve.set_defaults(func=_serve)
 
     models = commands.add_parser("models", help="list the models in the repository")
-    models.add_argument("--models", help="model repository folder [ZOOSERVE_MODELS, models]")
+    add_flags(models, ["models"])
     models.set_defaults(func=_models)
 
     predict = commands.add_parser("predict", help="ask a running server for a prediction")
