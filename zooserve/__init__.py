@@ -2,8 +2,8 @@
 (zooserve/serving/).
 
 `zooserve.Client` and `zooserve.AsyncClient` ask a running server for predictions and
-library searches (zooserve/client.py); they are imported on first use, so `import zooserve`
-and the command stay light."""
+library searches (the package zooserve/client/); they are imported on first use, so
+`import zooserve` and the command stay light."""
 
 from __future__ import annotations
 
