@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmarks import systems
 from benchmarks.peers import venvs
-from benchmarks.run import HEADLINE, PERF_ANALYZER, ROOT, ROW_LABELS, Run, median_range
+from benchmarks.run_record import HEADLINE, PERF_ANALYZER, ROOT, ROW_LABELS, Run, median_range
 
 MAIN_PACKAGES = ["onnxruntime", "grpcio", "protobuf", "numpy", "bentoml", "tritonclient",
                  "aiohttp"]

@@ -17,58 +17,20 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import os
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import loadgen, payloads, systems
+from benchmarks import loadgen, payloads, report, systems
 from benchmarks.peers import venvs
+from benchmarks.run_record import HEADLINE, PERF_ANALYZER, ROOT, Run
 
-ROOT = systems.ROOT
-PERF_ANALYZER = Path(os.environ.get("PERF_ANALYZER", ROOT.parent / "shared/tools/perf_analyzer"))
 ALL_SYSTEMS = ["ort", *systems.SYSTEMS]
 TINY_SYSTEMS = ["ort", "bare", "zooserve"]
-# (model, concurrency) points also loaded by tritonclient.grpc.aio, the client others wrote
-HEADLINE = [("penguins", 8), ("digits", 32)]
-
-
-# --- what a run collects -------------------------------------------------------------------
-
-@dataclass
-class Run:
-    args: argparse.Namespace
-    started: float = field(default_factory=time.monotonic)
-    points: list[dict] = field(default_factory=list)          # one per round/row/model/c
-    floors: list[dict] = field(default_factory=list)          # raw ORT, one per round
-    starts: list[dict] = field(default_factory=list)          # server start times
-    unavailable: dict[str, str] = field(default_factory=dict)  # row -> why not
-    perf_analyzer: list[dict] = field(default_factory=list)
-    install: dict | None = None
-    versions: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def log(self, message: str) -> None:
-        elapsed = time.monotonic() - self.started
-        print(f"[{elapsed:6.0f}s] {message}", flush=True)
-
-
-ROW_LABELS = {
-    ("bare", "unary"): "bare grpc.aio server (floor)",
-    ("zooserve", "unary"): "zooserve gRPC unary",
-    ("zooserve", "stream"): "zooserve gRPC stream",
-    ("zooserve-w2", "unary"): "zooserve gRPC unary, --workers 2 (up to 8 connections)",
-    ("bento", "http"): "zooserve BentoML HTTP",
-    ("triton", "unary"): "Triton (pytriton), no batching",
-    ("triton-batch", "unary"): "Triton (pytriton), dynamic batching",
-    ("kserve", "unary"): "KServe ModelServer",
-    ("mlserver", "unary"): "MLServer",
-}
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -383,8 +345,6 @@ def prepare(run: Run) -> list[systems.System]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from benchmarks import report
-
     a = parse_args(argv)
     run = Run(a)
     servers = prepare(run)
@@ -412,8 +372,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def write(run: Run, a: argparse.Namespace) -> None:
-    from benchmarks import report
-
     elapsed = time.monotonic() - run.started
     previous = a.output.read_text() if a.output.exists() else ""
     a.output.write_text(report.markdown(run, elapsed) + report.kept_sections(previous))
@@ -423,13 +381,6 @@ def write(run: Run, a: argparse.Namespace) -> None:
                                   "perf_analyzer": run.perf_analyzer, "install": run.install,
                                   "versions": run.versions}, indent=1, default=str))
     run.log(f"wrote {a.output} and {a.json} in {elapsed / 60:.1f} min")
-
-
-def median_range(values: list[float]) -> tuple[float, float, float]:
-    values = [v for v in values if v is not None and v == v]
-    if not values:
-        return float("nan"), float("nan"), float("nan")
-    return statistics.median(values), min(values), max(values)
 
 
 if __name__ == "__main__":
