@@ -63,7 +63,7 @@ def parse_version(text: str) -> int | None:
 
 def version_folders(model_dir: Path) -> dict[int, Path]:
     """A model folder's version folders by number; other folders are skipped with a warning
-    (hidden ones, such as the training pipeline's staging folders, silently)."""
+    (hidden ones, such as publish.py's staging folders, silently)."""
     found: dict[int, Path] = {}
     if not model_dir.is_dir():
         return found

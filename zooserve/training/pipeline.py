@@ -8,8 +8,6 @@ highest one with `overwrite`), and append a row to the results ledger.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,9 +17,9 @@ from zooserve.repository.layout import (
     FILES_KEY,
     MODEL_FILE,
     file_hashes,
-    version_folders,
     write_card,
 )
+from zooserve.repository.publish import publish_version
 from zooserve.spectra.binning import METADATA_KEY as BINNING_KEY
 from zooserve.training import export, fitting, ledger, plots, provenance
 from zooserve.training.data.dataset import Arrays, Dataset
@@ -111,15 +109,6 @@ def beats_baselines(spec: ModelSpec, metrics: dict, baselines: dict) -> bool:
     return all(metrics[key] < b[key] for b in baselines.values())
 
 
-def next_version(model_folder: Path, overwrite: bool) -> int:
-    """One more than the highest version folder (the repository's rule: `007` is none), or the
-    highest itself when overwriting."""
-    versions = version_folders(model_folder)
-    if not versions:
-        return 1
-    return max(versions) if overwrite else max(versions) + 1
-
-
 def ship(
     spec: ModelSpec,
     model,
@@ -131,14 +120,11 @@ def ship(
     options: TrainOptions,
 ) -> Path:
     """Export, check, plot, card, move into the repository, ledger row. Returns the folder."""
-    model_folder = options.models / spec.name
-    model_folder.mkdir(parents=True, exist_ok=True)
-    version = next_version(model_folder, options.overwrite)
     labels = run.dataset.labels if spec.task == "classification" else None
     text = spec.describe(run.dataset)
-    # Build the version in a hidden scratch folder (skipped by the server), then move it in.
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_folder))
-    try:
+    # Built in a hidden staging folder (skipped by the server), then moved in as one rename.
+    with publish_version(options.models / spec.name, overwrite=options.overwrite) as staged:
+        staging, version = staged.folder, staged.version
         input_names = list(text.inputs)
         metadata = {}
         if text.input_binning is not None:
@@ -157,13 +143,7 @@ def ship(
         card = _card(spec, text, version, proto, sha256, difference, run, metrics, labels, pngs)
         card[FILES_KEY] = file_hashes(staging)  # every file, the plots too: a load checks them
         write_card(staging, card)
-        target = model_folder / str(version)
-        if target.exists():
-            shutil.rmtree(target)
-        staging.chmod(0o755)  # mkdtemp makes it private
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    target = staged.target
     ledger.append(
         options.ledger,
         {

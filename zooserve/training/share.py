@@ -2,16 +2,15 @@
 repository as a new version, through the zoo's own conversion, parity check and card.
 
 Everything that can fail runs before anything is written: load, convert, measure on the test
-file. The version is then built in a hidden `.staging-*` folder inside the model folder
-(which the server skips), parity-checked there, and renamed into place last; on any failure
-the staging folder goes, and so do the model and repository folders this export created.
+file. The version is then built in a hidden staging folder inside the model folder (which the
+server skips), parity-checked there, and renamed into place last by the repository's
+publish_version; on any failure the staging folder goes, and so do the model and repository
+folders this export created.
 The ledger row is written only once the version is in place.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from zooserve.repository.layout import (
     model_name_problem,
     write_card,
 )
+from zooserve.repository.publish import PublishError, publish_version
 from zooserve.training import export, fitting, ledger, provenance
 from zooserve.training.data.dataset import Arrays
-from zooserve.training.pipeline import next_version
 from zooserve.training.user_model import (
     SourceModel,
     TestData,
@@ -300,43 +299,20 @@ def _numbers(test: TestData) -> np.ndarray:
 def _ship(
     request, source: SourceModel, signature: Signature, measured: Measured, proto
 ) -> tuple[Path, dict]:
-    """Build the version in a staging folder and rename it into place; on any failure leave
-    the repository as it was. Returns the version folder and its card."""
-    model_folder = request.models / request.name
-    created = _missing_folders(model_folder)
-    model_folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=model_folder))
+    """Build the version in a staging folder and publish it; on any failure leave the
+    repository as it was. Returns the version folder and its card."""
     try:
-        sha256 = export.save(proto, staging / MODEL_FILE)
-        difference = _parity(measured, staging, signature, request.tolerance)
-        version = next_version(model_folder, overwrite=False)
-        card = _card(request, source, signature, measured, proto, version, sha256, difference)
-        card[FILES_KEY] = file_hashes(staging)  # every file in the version: a load checks them
-        write_card(staging, card)
-        staging.chmod(0o755)  # mkdtemp makes it private
-        target = model_folder / str(version)
-        try:
-            staging.rename(target)  # fails, rather than replaces, if another writer got there
-        except OSError as error:
-            raise UserModelError(f"cannot move the new version into {target}: {error}") from None
-        return target, card
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in reversed(created):  # deepest first; only if still empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        raise
-
-
-def _missing_folders(folder: Path) -> list[Path]:
-    """The folders `mkdir(parents=True)` would create, outermost first."""
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    return list(reversed(missing))
+        with publish_version(request.models / request.name) as staged:
+            sha256 = export.save(proto, staged.folder / MODEL_FILE)
+            difference = _parity(measured, staged.folder, signature, request.tolerance)
+            card = _card(
+                request, source, signature, measured, proto, staged.version, sha256, difference
+            )
+            card[FILES_KEY] = file_hashes(staged.folder)  # every file: a load checks them
+            write_card(staged.folder, card)
+    except PublishError as error:
+        raise UserModelError(str(error)) from None
+    return staged.target, card
 
 
 def _parity(measured: Measured, staging: Path, signature: Signature, tolerance: float) -> float:

@@ -3,15 +3,13 @@ embedding model (ONNX Runtime, in batches) and write a library bundle as the nex
 folder of `<models>/<name>/` (the layout is in zooserve/serving/search/library.py).
 
 Everything is written into a hidden staging folder beside the versions (which the server
-skips) and renamed into place last, so an interrupted or failed build leaves nothing behind
-and a polling server never sees half a library."""
+skips) and renamed into place last by the repository's publish_version, so an interrupted or
+failed build leaves nothing behind and a polling server never sees half a library."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 import time
 from array import array
 from collections import Counter
@@ -33,6 +31,7 @@ from zooserve.repository.layout import (
     version_folders,
     write_card,
 )
+from zooserve.repository.publish import publish_version
 from zooserve.serving.repository_files import FileRefused, check_model_file
 from zooserve.serving.search.library import (
     ANN_FILE,
@@ -120,13 +119,10 @@ def build_library(
                                 "choose another name")
     version, model_file, card, model_sha256 = embedding_model(models, model, model_version)
     binning = Binning.from_dict(card[METADATA_KEY])
-    created_folder = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
     started = time.monotonic()
-    try:
+    with publish_version(folder) as staged:
+        staging, library_version = staged.folder, staged.version
         source = _embed_all(spectra, model_file, binning, staging, batch, progress)
-        library_version = max(version_folders(folder), default=0) + 1
         manifest = {
             "format": FORMAT,
             "name": name,
@@ -153,14 +149,7 @@ def build_library(
         # held to the repository's boundary, not to a sha256.
         card[FILES_KEY] = file_hashes(staging, skip=(QDRANT_FOLDER,))
         write_card(staging, card)
-        target = folder / str(library_version)
-        staging.chmod(0o755)
-        staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created_folder and not any(folder.iterdir()):
-            folder.rmdir()
-        raise
+    target = staged.target
     return BuildReport(target, manifest["count"], manifest["source"]["skipped"],
                        time.monotonic() - started, manifest["backend"])
 
