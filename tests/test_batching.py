@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import run_server
+from tests.helpers.server import run_server
 from zooserve.serving.cpus import detect_cpu_limit
 
 DIGITS_SHAPE = (28, 28, 1)

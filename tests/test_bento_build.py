@@ -15,8 +15,15 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.test_bento_service import PENGUINS, SERVICE, TWO_INPUT, make_test_repository, run_bento
-from tests.test_bento_store import command, ok
+from tests.helpers.bento import (
+    PENGUINS,
+    SERVICE,
+    TWO_INPUT,
+    command,
+    make_test_repository,
+    ok,
+    run_bento,
+)
 
 EMPTY_BUILD = "refusing to build a Bento with no models"
 

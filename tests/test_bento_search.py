@@ -20,9 +20,8 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import MODELS
-from tests.test_bento_service import PENGUINS, SERVICE, RunningBento, run_bento
-from tests.test_bento_store import command, ok
+from tests.helpers.bento import PENGUINS, SERVICE, RunningBento, command, ok, run_bento
+from tests.helpers.paths import MODELS
 from zooserve.repository.layout import sha256_of_file
 from zooserve.serving.search.model import DEFAULT_PRECURSOR_TOLERANCE
 from zooserve.spectra.simulator import noisy_copy, simulate_library

@@ -5,13 +5,11 @@ gRPC port that is taken end `bentoml serve` at once with one line, before any wo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,16 +20,16 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2
 from tritonclient.utils import InferenceServerException
 
-from tests import test_bento_service
-from tests.conftest import ROOT, free_port
-from tests.test_bento_service import (
+from tests.helpers.bento import (
     PENGUINS,
     SERVICE,
     RunningBento,
     make_test_repository,
     run_bento,
 )
-from tests.test_security import TOKEN, make_pki, trusting
+from tests.helpers.paths import ROOT
+from tests.helpers.pki import TOKEN, make_pki, trusting
+from tests.helpers.server import free_port
 from zooserve.protocol.credentials import tls_credentials
 from zooserve.serving.grpc_frontend.health_check import health_status
 
@@ -122,25 +120,8 @@ def secure_bento(tmp_path_factory) -> Iterator[tuple[RunningBento, object]]:
     repository = make_test_repository(tmp / "models")
     env = bento_env(tmp, repository, ZOOSERVE_TLS_CERT=str(pki.server_cert),
                     ZOOSERVE_TLS_KEY=str(pki.server_key), ZOOSERVE_AUTH_TOKEN=TOKEN)
-
-    def wait_until_answering(running: RunningBento, path: str) -> None:
-        deadline = time.monotonic() + test_bento_service.START_TIMEOUT_S
-        url = running.http.replace("http://", "https://") + path
-        while time.monotonic() < deadline:
-            if running.process.poll() is not None:
-                raise RuntimeError(f"bentoml serve exited with {running.process.returncode}:\n"
-                                   + running.log()[-5000:])
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url, verify=trusting(pki), timeout=1).status_code == 200:
-                    return
-            time.sleep(0.25)
-        raise RuntimeError("not ready in time:\n" + running.log()[-5000:])
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(test_bento_service, "_wait_until_answering", wait_until_answering)
-        with run_bento(SERVICE, tmp, env) as running:
-            patch.undo()
-            yield running, pki
+    with run_bento(SERVICE, tmp, env, tls=trusting(pki)) as running:
+        yield running, pki
 
 
 def test_bento_http_needs_the_token_but_not_for_health(secure_bento):

@@ -5,35 +5,13 @@ and `bentoml serve` of the built Bento, which loads its models from the store.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT
-from tests.test_bento_service import (
-    PENGUINS,
-    TWO_INPUT,
-    make_test_repository,
-    run_bento,
-)
-
-
-def command(
-    *args: str, home: Path, timeout: float = 300, cwd: Path = ROOT
-) -> subprocess.CompletedProcess:
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
-    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
-
-
-def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+from tests.helpers.bento import PENGUINS, TWO_INPUT, command, make_test_repository, ok, run_bento
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +71,8 @@ def test_the_bento_serves_its_models_from_the_store(home, bento_tag, tmp_path):
         assert len(response.json()["predictions"]) == 3
         assert "from the BentoML model store" in running.log()
         penguins = [line for line in running.log().splitlines() if "loaded penguins" in line]
-        assert penguins and "up to 7 in flight" in penguins[0]  # its serving.json, from the store
+        # its serving.json, from the store
+        assert penguins and "up to 7 waiting to run" in penguins[0]
 
 
 def test_the_gpu_bentofile_builds_with_onnxruntime_gpu(home):

@@ -15,7 +15,8 @@ import grpc
 import psutil
 
 from benchmarks.cancel_flood import flood, penguins_request
-from tests.conftest import MODELS, run_server
+from tests.helpers.paths import MODELS
+from tests.helpers.server import run_server
 
 CALLS = 15_000
 WAVE = 500

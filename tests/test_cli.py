@@ -2,18 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-from tests.conftest import ROOT, free_port
-
-
-def zooserve(*args: str, env: dict | None = None, timeout: float = 60):
-    return subprocess.run(
-        [sys.executable, "-m", "zooserve", *args], capture_output=True, text=True, cwd=ROOT,
-        env={**os.environ, **(env or {})}, timeout=timeout,
-    )
+from tests.helpers.cli import zooserve
+from tests.helpers.server import free_port
 
 
 def test_models_lists_the_repository_with_metrics():

@@ -20,8 +20,10 @@ import pandas as pd
 import pytest
 
 import zooserve
-from tests.conftest import MODELS, ROOT, run_server
-from tests.penguin_rows import FEATURES, LABELS
+from tests.helpers.counting_stub import CountingStub
+from tests.helpers.paths import MODELS, ROOT
+from tests.helpers.penguin_rows import FEATURES, LABELS
+from tests.helpers.server import run_server
 from zooserve import ClientError
 
 # One penguin of each species (palmerpenguins rows 0, 152 and 220), in the card's order.
@@ -184,7 +186,7 @@ def test_a_timeout_is_deadline_exceeded(client):
 
 
 def test_a_server_that_is_not_there_is_unavailable():
-    from tests.conftest import free_port
+    from tests.helpers.server import free_port
 
     with zooserve.Client(f"127.0.0.1:{free_port()}", timeout=5) as nowhere:
         error = raised(lambda: nowhere.predict("penguins", ROWS))
@@ -193,17 +195,6 @@ def test_a_server_that_is_not_there_is_unavailable():
 
 
 # what the client keeps about a model
-
-
-class CountingStub:
-    """The client's stub, counting the RPCs that go through it."""
-
-    def __init__(self, stub) -> None:
-        self.stub, self.calls = stub, []
-
-    def __getattr__(self, method):
-        self.calls.append(method)
-        return getattr(self.stub, method)
 
 
 def test_a_known_model_costs_one_rpc_per_prediction(server):
@@ -281,7 +272,7 @@ TLS_TOKEN = "zooserve-client-test-token-7d2e"
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    from tests.test_security import make_pki
+    from tests.helpers.pki import make_pki
 
     return make_pki(tmp_path_factory.mktemp("pki"))
 
@@ -289,7 +280,7 @@ def pki(tmp_path_factory):
 @pytest.fixture(scope="module")
 def secure(pki, tmp_path_factory):
     """Mutual TLS and a bearer token, on penguins only."""
-    from tests.test_security import run_tls_server
+    from tests.helpers.pki import run_tls_server
 
     tmp = tmp_path_factory.mktemp("secure-client")
     repo = tmp / "models"

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 from zooserve.protocol import codecs
 from zooserve.protocol.datatypes import NUMPY_BY_DATATYPE
 from zooserve.protocol.errors import ErrorKind, ServingError

@@ -33,18 +33,20 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS, ROOT, STAND_IN_BASE, free_port
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.paths import MODELS, ROOT, STAND_IN_BASE
+from tests.helpers.penguin_rows import LABELS, one_of_each
+from tests.helpers.server import free_port
 
 DOCKER = os.environ.get("DOCKER", "/usr/bin/docker")
 USER = "10001:10001"
 START_TIMEOUT_S = 90
 STOP_GRACE_S = 30
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("ZOOSERVE_SKIP_CONTAINER_TESTS") == "1",
-    reason="ZOOSERVE_SKIP_CONTAINER_TESTS=1",
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.environ.get("ZOOSERVE_SKIP_CONTAINER_TESTS") == "1",
+                       reason="ZOOSERVE_SKIP_CONTAINER_TESTS=1"),
+]
 
 
 def docker(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:

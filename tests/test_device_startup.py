@@ -12,7 +12,8 @@ import sys
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import MODELS, ROOT, free_port, run_server
+from tests.helpers.paths import MODELS, ROOT
+from tests.helpers.server import free_port, run_server
 from zooserve.serving.cpus import auto_intra_op_threads, detect_cpu_limit
 
 KIND_CPU = grpcclient.model_config_pb2.ModelInstanceGroup.KIND_CPU
@@ -99,26 +100,29 @@ CONFIG_ON_FAKE_CUDA = """
 from pathlib import Path
 
 import onnxruntime
-from zooserve.serving import runtime
+from zooserve.serving import onnx_sessions
 from zooserve.protocol.generated import model_config_pb2 as config_pb
 from zooserve.serving.grpc_frontend.messages import model_config
+from zooserve.serving.model_kinds import LoadOptions
 from zooserve.serving.repository import ModelRepository
+from zooserve.serving.server import model_kinds
 
 class ClaimsCuda:
     def __init__(self, real):
         self._real = real
     def get_providers(self):
-        return [runtime.CUDA, runtime.CPU]
+        return [onnx_sessions.CUDA, onnx_sessions.CPU]
     def __getattr__(self, name):
         return getattr(self._real, name)
 
 def create(path, providers, threads):
-    real = runtime._create_session(path, [runtime.CPU], threads)
-    return ClaimsCuda(real) if runtime.CUDA in providers else real
+    real = onnx_sessions._create_session(path, [onnx_sessions.CPU], threads)
+    return ClaimsCuda(real) if onnx_sessions.CUDA in providers else real
 
-onnxruntime.get_available_providers = lambda: [runtime.CUDA, runtime.CPU]
-runtime.prepare_cuda = lambda: ""
-repository = ModelRepository(Path({repo!r}), "cuda", intra_op_threads=2, create=create)
+onnxruntime.get_available_providers = lambda: [onnx_sessions.CUDA, onnx_sessions.CPU]
+onnx_sessions.prepare_cuda = lambda: ""
+repository = ModelRepository(Path({repo!r}), model_kinds(),
+                             LoadOptions(device="cuda", intra_op_threads=2, create=create))
 repository.load()
 config = model_config(repository.get("penguins")).config
 group = config.instance_group[0]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODELS, ROOT
+from tests.helpers.paths import MODELS, ROOT
 from zooserve.image import ImageError, plan_build
 from zooserve.repository.layout import sha256_of_file
 

@@ -16,7 +16,8 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS, hold_lone_requests, run_server
+from tests.helpers.paths import MODELS
+from tests.helpers.server import hold_lone_requests, run_server
 
 
 def _image_input(image: np.ndarray) -> grpcclient.InferInput:

@@ -25,8 +25,9 @@ import pytest
 pytest.importorskip("tensorflow", reason="export tests need the `train` extra")
 pytest.importorskip("tf2onnx", reason="export tests need the `train` extra")
 
-from tests.conftest import ROOT, run_server  # noqa: E402
-from tests.tensorflow_noise import noisy_tensorflow_env  # noqa: E402
+from tests.helpers.paths import ROOT  # noqa: E402
+from tests.helpers.server import run_server  # noqa: E402
+from tests.helpers.tensorflow_noise import noisy_tensorflow_env  # noqa: E402
 from zooserve.repository.layout import sha256_of_file  # noqa: E402
 
 SPECIES = ["Adelie", "Chinstrap", "Gentoo"]

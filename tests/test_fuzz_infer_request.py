@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from tests.conftest import run_server
-from tests.echo_repository import ECHO_TYPES, build_echo_repository, echo_model
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.echo_repository import ECHO_TYPES, build_echo_repository, echo_model
+from tests.helpers.penguin_rows import LABELS, one_of_each
+from tests.helpers.server import run_server
 
 EXAMPLES = 2000
 ANSWERS = {grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.penguin_rows import LABELS, one_of_each
 
 
 @pytest.fixture(scope="module")

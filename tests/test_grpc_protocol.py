@@ -10,7 +10,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.penguin_rows import LABELS, load_measured, one_of_each
+from tests.helpers.penguin_rows import LABELS, load_measured, one_of_each
 
 
 def test_server_is_live_and_ready(triton):

@@ -21,8 +21,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import MODELS, RunningServer, hold_lone_requests, run_server
-from tests.raw_http import (
+from tests.helpers.paths import MODELS
+from tests.helpers.raw_http import (
     AFTER_ANSWER,
     LAST_CHUNK,
     Connection,
@@ -31,6 +31,7 @@ from tests.raw_http import (
     exchange,
     request,
 )
+from tests.helpers.server import RunningServer, hold_lone_requests, run_server
 
 MiB = 1024 * 1024
 HEADER_TIMEOUT = 1.0

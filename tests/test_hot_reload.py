@@ -31,8 +31,9 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS, ROOT, free_port, hold_lone_requests, run_server
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.paths import MODELS, ROOT
+from tests.helpers.penguin_rows import LABELS, one_of_each
+from tests.helpers.server import free_port, hold_lone_requests, run_server
 
 TOKEN = "hot-reload-test-token-5d8e1f3a"
 BEARER = {"authorization": f"Bearer {TOKEN}"}

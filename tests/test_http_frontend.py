@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import MODELS, ROOT, free_port
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.paths import MODELS, ROOT
+from tests.helpers.penguin_rows import LABELS, one_of_each
+from tests.helpers.server import free_port
 
 
 @pytest.fixture(scope="module")

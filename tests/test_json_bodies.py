@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.penguin_rows import LABELS, one_of_each
 from zooserve.protocol import codecs
 from zooserve.protocol.errors import ErrorKind, ServingError
 from zooserve.serving.http_frontend import json_arrays, json_tensors

@@ -25,7 +25,8 @@ import numpy as np
 import yaml
 from tritonclient.grpc import service_pb2
 
-from tests.conftest import MODELS, ROOT, run_server
+from tests.helpers.paths import MODELS, ROOT
+from tests.helpers.server import run_server
 
 
 def _readiness_timeout_s() -> float:

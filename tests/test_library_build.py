@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import MODELS, ROOT, run_server
-from tests.test_search_served import padded, tensors
+from tests.helpers.paths import MODELS, ROOT
+from tests.helpers.search_tensors import padded, tensors
+from tests.helpers.server import run_server
 from zooserve.serving.search import library_build
 from zooserve.serving.search.library import EMBEDDINGS_FILE, Library
 from zooserve.serving.search.library_build import LibraryBuildError, build_library

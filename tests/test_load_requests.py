@@ -22,8 +22,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS, run_server
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.paths import MODELS
+from tests.helpers.penguin_rows import LABELS, one_of_each
+from tests.helpers.server import run_server
 
 TOKEN = "load-requests-test-token-4b7a"
 BEARER = {"authorization": f"Bearer {TOKEN}"}

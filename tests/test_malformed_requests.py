@@ -19,9 +19,9 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from tests.conftest import run_server
-from tests.echo_repository import build_echo_repository, echo_model
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.echo_repository import build_echo_repository, echo_model
+from tests.helpers.penguin_rows import LABELS, one_of_each
+from tests.helpers.server import run_server
 
 LONG = "x" * 100_000
 # A status message stays well under gRPC's metadata limit, whatever the client sent.

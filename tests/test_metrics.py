@@ -13,7 +13,8 @@ import tritonclient.grpc as grpcclient
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS, free_port, hold_lone_requests, run_server
+from tests.helpers.paths import MODELS
+from tests.helpers.server import free_port, hold_lone_requests, run_server
 
 ODD_NAME = 'pen"gu\\ins'  # a model folder name that needs escaping in a label value
 

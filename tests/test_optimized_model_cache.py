@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import MODELS, run_server
-from zooserve.serving.runtime import CPU, _create_session, optimized_model_cache
+from tests.helpers.paths import MODELS
+from tests.helpers.server import run_server
+from zooserve.serving.onnx_sessions import CPU, _create_session, optimized_model_cache
 from zooserve.serving.settings import Settings
 
 DIGITS = MODELS / "digits" / "1" / "model.onnx"

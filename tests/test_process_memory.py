@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 CALL = ("from zooserve.serving.memory import return_large_buffers_to_the_system as f; "
         "print(f())")

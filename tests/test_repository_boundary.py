@@ -30,8 +30,9 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS, run_server
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.paths import MODELS
+from tests.helpers.penguin_rows import LABELS, one_of_each
+from tests.helpers.server import run_server
 from zooserve.repository.layout import file_hashes, read_card, sha256_of_file, write_card
 
 onnx = pytest.importorskip("onnx")  # the train extra: builds the external-data model

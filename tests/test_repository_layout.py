@@ -12,7 +12,8 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from tests.conftest import MODELS, ROOT, run_server
+from tests.helpers.paths import MODELS, ROOT
+from tests.helpers.server import run_server
 from zooserve.repository import layout
 
 

@@ -10,9 +10,9 @@ import json
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import run_server
-from tests.penguin_rows import LABELS, one_of_each
-from tests.test_cli import zooserve
+from tests.helpers.cli import zooserve
+from tests.helpers.penguin_rows import LABELS, one_of_each
+from tests.helpers.server import run_server
 
 
 def test_train_export_serve_predict(tmp_path):

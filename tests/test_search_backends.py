@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 from zooserve.serving.search.backends import (
     ANN_MIN_RECALL,
     BackendUnavailable,

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import zooserve
-from tests.conftest import ROOT
-from tests.test_client import CountingStub
+from tests.helpers.counting_stub import CountingStub
+from tests.helpers.paths import ROOT
 from zooserve import ClientError
 from zooserve.spectra.mgf import write_mgf
 from zooserve.spectra.simulator import noisy_copy, simulate_library

@@ -15,8 +15,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS
-from zooserve.spectra.binning import ZOO_BINNING, bin_padded, pad_peaks
+from tests.helpers.paths import MODELS
+from tests.helpers.search_tensors import padded, tensors
+from zooserve.spectra.binning import ZOO_BINNING, bin_padded
 from zooserve.spectra.simulator import noisy_copy, simulate_library
 
 LIBRARY = "spectra_search"
@@ -32,20 +33,6 @@ def queries(library):
     rng = np.random.default_rng(11)
     picked = rng.choice(len(library), size=200, replace=False)
     return [noisy_copy(library[i], rng) for i in picked]
-
-
-def padded(spectra):
-    return dict(zip(("mz", "intensity", "n_peaks"), pad_peaks(spectra), strict=True))
-
-
-def tensors(arrays: dict[str, np.ndarray], module=grpcclient):
-    made = []
-    for name, array in arrays.items():
-        datatype = "INT32" if array.dtype == np.int32 else "FP32"
-        tensor = module.InferInput(name, list(array.shape), datatype)
-        tensor.set_data_from_numpy(array)
-        made.append(tensor)
-    return made
 
 
 def search(triton, arrays, **parameters):

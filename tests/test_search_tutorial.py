@@ -12,8 +12,8 @@ import shutil
 
 import pytest
 
-from tests.conftest import MODELS, ROOT
-from tests.tutorial_pages import blocks, page_env, run_page
+from tests.helpers.paths import MODELS, ROOT
+from tests.helpers.tutorial_pages import blocks, page_env, run_page
 from zooserve.spectra.mgf import read_mgf
 
 PAGE = ROOT / "docs" / "search.md"

@@ -9,14 +9,10 @@ The server runs in its own process, as a user's would; the clients here are othe
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import pickle
-import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -25,115 +21,19 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests import conftest
-from tests.conftest import ROOT, RunningServer, run_server
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.paths import MODELS, ROOT
+from tests.helpers.penguin_rows import LABELS, one_of_each
+from tests.helpers.pki import TOKEN, Pki, make_pki, run_tls_server, trusting
+from tests.helpers.server import RunningServer, free_port, run_server
 from zooserve.protocol.credentials import tls_credentials
 from zooserve.serving.security import Security, bearer_problem
 
-TOKEN = "zooserve-test-token-4f1c2a9e7b"  # 30 characters, for the servers below
 OTHER_TOKEN = "not-the-zooserve-token-000000"
 BEARER = {"authorization": f"Bearer {TOKEN}"}
-START_TIMEOUT_S = 60
-
-
-# A throwaway PKI: a server CA and its server certificate (localhost, 127.0.0.1), a client CA
-# and its client certificate, and a stranger's CA with a client certificate of its own.
-
-
-@dataclass
-class Pki:
-    ca: Path  # signed the server certificate
-    server_cert: Path
-    server_key: Path
-    client_ca: Path  # signed the client certificate
-    client_cert: Path
-    client_key: Path
-    stranger_cert: Path  # a client certificate the client CA did not sign
-    stranger_key: Path
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _certificate(subject: str, key, issuer: tuple[str, object] | None, *, ca: bool = False,
-                 usage=None, names=()) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    issuer_name, issuer_key = issuer if issuer else (subject, key)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer_name))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                          content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False, encipher_only=False,
-                          decipher_only=False),
-            critical=True,
-        )
-    if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def _write(folder: Path, stem: str, cert: x509.Certificate, key=None) -> tuple[Path, Path | None]:
-    cert_path = folder / f"{stem}.crt"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    if key is None:
-        return cert_path, None
-    key_path = folder / f"{stem}.key"
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-def make_pki(folder: Path) -> Pki:
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def key():
-        return ec.generate_private_key(ec.SECP256R1())
-
-    ca_key, client_ca_key, stranger_ca_key = key(), key(), key()
-    ca = _certificate("zooserve test CA", ca_key, None, ca=True)
-    client_ca = _certificate("zooserve test client CA", client_ca_key, None, ca=True)
-    server_key, client_key, stranger_key = key(), key(), key()
-    server = _certificate(
-        "localhost", server_key, ("zooserve test CA", ca_key),
-        usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        # `zooserve`: the name deploy/k8s's secure probes ask for.
-        names=[x509.DNSName("localhost"), x509.DNSName("zooserve"),
-               x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
-    )
-    client = _certificate("a client", client_key, ("zooserve test client CA", client_ca_key),
-                          usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    stranger = _certificate("a stranger", stranger_key, ("someone else's CA", stranger_ca_key),
-                            usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    ca_path, _ = _write(folder, "ca", ca)
-    client_ca_path, _ = _write(folder, "client-ca", client_ca)
-    server_cert, server_key_path = _write(folder, "server", server, server_key)
-    client_cert, client_key_path = _write(folder, "client", client, client_key)
-    stranger_cert, stranger_key_path = _write(folder, "stranger", stranger, stranger_key)
-    return Pki(ca_path, server_cert, server_key_path, client_ca_path, client_cert,
-               client_key_path, stranger_cert, stranger_key_path)
 
 
 @pytest.fixture(scope="module")
@@ -146,28 +46,8 @@ def penguins_only(tmp_path_factory) -> Path:
     import shutil
 
     repo = tmp_path_factory.mktemp("repo") / "models"
-    shutil.copytree(conftest.MODELS / "penguins", repo / "penguins")
+    shutil.copytree(MODELS / "penguins", repo / "penguins")
     return repo
-
-
-@contextlib.contextmanager
-def run_tls_server(models: Path, tmp: Path, pki: Pki, *args: str, mutual: bool = False,
-                   env: dict | None = None) -> Iterator[RunningServer]:
-    """conftest's run_server with --tls-cert/--tls-key, waiting for the server with a TLS
-    health check (its plaintext check cannot reach a TLS port)."""
-    credentials = tls_credentials(pki.ca, pki.client_cert if mutual else None,
-                                  pki.client_key if mutual else None)
-    tls = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
-    with run_server(models, tmp, *tls, *args, env=env, credentials=credentials) as running:
-        yield running
-
-
-def trusting(pki: Pki, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
-    """httpx's TLS settings: trust the test CA, present a client certificate if given."""
-    context = ssl.create_default_context(cafile=str(pki.ca))
-    if cert is not None:
-        context.load_cert_chain(str(cert), str(key))
-    return context
 
 
 def https_url(running: RunningServer) -> str:
@@ -401,7 +281,7 @@ def test_the_secure_kubernetes_overlay(secure, pki, tmp_path):
 
     import yaml
 
-    from tests import test_deploy_manifests as manifests
+    from tests.helpers import manifests
 
     docs = manifests.render(manifests.kubectl_path(),
                             manifests.DEPLOY / "k8s" / "overlays" / "cpu-secure")
@@ -562,9 +442,9 @@ def test_workers_serve_tls_and_the_token(penguins_only, pki, tmp_path):
 def serve_fails(tmp_path: Path, *flags: str, env: dict | None = None) -> str:
     import os
 
-    command = [sys.executable, "-m", "zooserve", "serve", "--models", str(conftest.MODELS),
-               "--grpc-port", str(conftest.free_port()), "--http-port",
-               str(conftest.free_port()), "--metrics-port", str(conftest.free_port()), *flags]
+    command = [sys.executable, "-m", "zooserve", "serve", "--models", str(MODELS),
+               "--grpc-port", str(free_port()), "--http-port",
+               str(free_port()), "--metrics-port", str(free_port()), *flags]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ZOOSERVE_")}
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=60,
                           env={**environment, **(env or {})})

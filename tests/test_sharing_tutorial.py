@@ -16,8 +16,8 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.tutorial_pages import STEP_TIMEOUT_S, blocks, page_env, run_page
+from tests.helpers.paths import ROOT
+from tests.helpers.tutorial_pages import STEP_TIMEOUT_S, blocks, page_env, run_page
 
 PAGE = ROOT / "docs" / "sharing.md"
 

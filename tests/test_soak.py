@@ -18,8 +18,11 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from tests.conftest import MODELS, run_server
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.paths import MODELS
+from tests.helpers.penguin_rows import LABELS, one_of_each
+from tests.helpers.server import run_server
+
+pytestmark = pytest.mark.slow
 
 CONCURRENCY = 64
 SOAK_S = 30.0

@@ -5,8 +5,6 @@ ONNX Identity graphs built here."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import grpc
 import numpy as np
 import pytest
@@ -14,25 +12,8 @@ import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import run_server
-
-
-def build_identity_model(repository: Path, name: str, onnx_type: int) -> None:
-    import onnx
-    from onnx import helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Identity", ["value"], ["same"])],
-        name,
-        [helper.make_tensor_value_info("value", onnx_type, ["batch", 2])],
-        [helper.make_tensor_value_info("same", onnx_type, ["batch", 2])],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    folder = repository / name / "1"
-    folder.mkdir(parents=True)
-    onnx.save(model, folder / "model.onnx")
+from tests.helpers.echo_repository import build_identity_model
+from tests.helpers.server import run_server
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import MODELS
-from zooserve.serving.runtime import (
+from tests.helpers.paths import MODELS
+from zooserve.serving.onnx_sessions import (
     CPU,
     CUDA,
     TENSORRT,

@@ -5,10 +5,8 @@ No TensorFlow here: the loaders need only NumPy, pandas and scikit-learn.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ import pytest
 pytest.importorskip("pandas", reason="loaders need the `train` extra")
 pytest.importorskip("sklearn", reason="loaders need the `train` extra")
 
+from tests.helpers.spectra_files import write_mgf_library
 from zooserve.training.data import images, penguins, spectra, weather  # noqa: E402
 from zooserve.training.data.dataset import DataFileMissing, Dataset  # noqa: E402
 from zooserve.training.recipes import digits  # noqa: E402
@@ -98,20 +97,6 @@ def test_dollar_street_from_npy_files(tmp_path):
     _check(dataset)
     assert dataset.x_train.shape == (6, 64, 64, 3) and dataset.y_train.shape == (6, 10)
     assert dataset.labels[3] == "running shoe"
-
-
-def write_mgf_library(folder: Path, count: int) -> Path:
-    """`lib.mgf` with `count` small spectra s0.. and `lib.json` with their Tanimoto matrix
-    (1 on the diagonal, 0.3 elsewhere); returns the MGF path."""
-    blocks = []
-    for i in range(count):
-        peaks = "\n".join(f"{100 + 10 * k + i:.1f} {1000 * (k + 1)}" for k in range(5))
-        blocks.append(f"BEGIN IONS\nTITLE=s{i}\nPEPMASS=300.1\nCHARGE=1+\n{peaks}\nEND IONS\n")
-    (folder / "lib.mgf").write_text("\n".join(blocks))
-    ids = [f"s{i}" for i in range(count)]
-    scores = [[1.0 if i == j else 0.3 for j in range(count)] for i in range(count)]
-    (folder / "lib.json").write_text(json.dumps({"ids": ids, "scores": scores}))
-    return folder / "lib.mgf"
 
 
 def test_spectra_from_mgf_and_json(tmp_path):

@@ -17,8 +17,8 @@ import pytest
 pytest.importorskip("tensorflow", reason="training tests need the `train` extra")
 pytest.importorskip("tf2onnx", reason="training tests need the `train` extra")
 
-from tests.conftest import ROOT  # noqa: E402
-from tests.tensorflow_noise import START_UP_LINES, noisy_tensorflow_env  # noqa: E402
+from tests.helpers.paths import ROOT  # noqa: E402
+from tests.helpers.tensorflow_noise import START_UP_LINES, noisy_tensorflow_env  # noqa: E402
 from zooserve.training.__main__ import main  # noqa: E402
 from zooserve.training.native_stderr import below_level  # noqa: E402
 from zooserve.training.progress import EpochProgress  # noqa: E402

@@ -21,8 +21,9 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MODELS, ROOT, run_server
-from tests.penguin_rows import LABELS, one_of_each
+from tests.helpers.paths import MODELS, ROOT
+from tests.helpers.penguin_rows import LABELS, one_of_each
+from tests.helpers.server import run_server
 
 HEADER = "Inference-Header-Content-Length"
 ZOO = sorted(p.name for p in MODELS.iterdir() if p.is_dir())
@@ -378,7 +379,7 @@ class _BytesModel:
 
     def input_spec(self, name):
         from zooserve.protocol.errors import invalid_argument
-        from zooserve.serving.runtime import TensorSpec
+        from zooserve.serving.loaded_model import TensorSpec
 
         if name != "text":
             raise invalid_argument(f"no input {name!r}")

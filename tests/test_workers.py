@@ -26,7 +26,8 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 from prometheus_client.metrics_core import UntypedMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import MODELS, ROOT, free_port, hold_lone_requests, run_server
+from tests.helpers.paths import MODELS, ROOT
+from tests.helpers.server import free_port, hold_lone_requests, run_server
 from zooserve.serving.metrics import WorkerMetricsSum
 from zooserve.serving.settings import Settings, SettingsError
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.conftest import MODELS
-from tests.test_tensor_types import build_identity_model
+from tests.helpers.paths import MODELS
 
 # protocol datatype -> onnx TensorProto name
 ECHO_TYPES = {
@@ -17,6 +16,26 @@ ECHO_TYPES = {
     "UINT8": "UINT8", "UINT16": "UINT16", "UINT32": "UINT32", "UINT64": "UINT64",
     "FP16": "FLOAT16", "FP32": "FLOAT", "FP64": "DOUBLE", "BYTES": "STRING",
 }
+
+
+def build_identity_model(repository: Path, name: str, onnx_type: int) -> None:
+    """`<repository>/<name>/1/`: an Identity graph, input `value` and output `same`, both
+    [-1, 2] of `onnx_type`."""
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["value"], ["same"])],
+        name,
+        [helper.make_tensor_value_info("value", onnx_type, ["batch", 2])],
+        [helper.make_tensor_value_info("same", onnx_type, ["batch", 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    folder = repository / name / "1"
+    folder.mkdir(parents=True)
+    onnx.save(model, folder / "model.onnx")
 
 
 def echo_model(datatype: str) -> str:

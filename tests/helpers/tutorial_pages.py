@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import _wait_until_serving, free_port
+from tests.helpers.server import free_port, wait_until_serving
 
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```$", re.M | re.S)
 STEP_TIMEOUT_S = 300
@@ -75,5 +75,5 @@ def _start_server(command: str, folder: Path, env: dict, port: int) -> subproces
     with open(log_path, "w") as log:
         process = subprocess.Popen(["bash", "-c", "exec " + command.strip() + ports],
                                    cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-    _wait_until_serving(f"127.0.0.1:{port}", process, log_path)
+    wait_until_serving(f"127.0.0.1:{port}", process, log_path)
     return process
