@@ -176,8 +176,8 @@ def server_rss(shapes: list[str], sizes: list[int]) -> None:
     import psutil
 
     from benchmarks.memory import PeakSampler
-    from tests.conftest import run_server
-    from tests.echo_repository import build_echo_repository, echo_model
+    from tests.helpers.echo_repository import build_echo_repository, echo_model
+    from tests.helpers.server import run_server
 
     print("\nserver RSS growth per body byte (fresh `zooserve serve`, echo models)")
     print("| shape | MiB | accept status | accept RSS/B | refuse status | refuse RSS/B |")
