@@ -5,16 +5,25 @@ provider); the CPU cases run real ONNX Runtime."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import pytest
 
-from zooserve.serving import runtime
+from zooserve.serving import onnx_sessions
 from zooserve.serving.cpus import CpuLimit
 from zooserve.serving.dataplane import DataPlane
+from zooserve.serving.model_kinds import LoadOptions
+from zooserve.serving.onnx_sessions import (
+    CPU,
+    CUDA,
+    DeviceUnavailable,
+    _create_session,
+    open_session,
+)
 from zooserve.serving.repository import ModelRepository
-from zooserve.serving.runtime import CPU, CUDA, DeviceUnavailable, _create_session, open_session
+from zooserve.serving.server import model_kinds
 from zooserve.serving.settings import Settings, SettingsError
 
 PENGUINS = Path(__file__).resolve().parent.parent / "models" / "penguins" / "1" / "model.onnx"
@@ -152,21 +161,21 @@ def test_prepare_cuda_calls_preload_dlls_once_and_survives_its_failure(monkeypat
         raise OSError("libcudart.so.13: cannot open shared object file")
 
     monkeypatch.setattr(onnxruntime, "preload_dlls", broken_preload, raising=False)
-    runtime.prepare_cuda.cache_clear()
+    onnx_sessions.prepare_cuda.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="zooserve.serving.runtime"):
-            problem = runtime.prepare_cuda()
-            assert runtime.prepare_cuda() == problem
+        with caplog.at_level(logging.WARNING, logger="zooserve.serving.onnx_sessions"):
+            problem = onnx_sessions.prepare_cuda()
+            assert onnx_sessions.prepare_cuda() == problem
         assert calls == [1]
         assert problem == (
             "onnxruntime.preload_dlls() failed: libcudart.so.13: cannot open shared object file"
         )
         assert problem in caplog.text
         monkeypatch.delattr(onnxruntime, "preload_dlls")
-        runtime.prepare_cuda.cache_clear()
-        assert runtime.prepare_cuda() == ""  # older builds: nothing to call
+        onnx_sessions.prepare_cuda.cache_clear()
+        assert onnx_sessions.prepare_cuda() == ""  # older builds: nothing to call
     finally:
-        runtime.prepare_cuda.cache_clear()
+        onnx_sessions.prepare_cuda.cache_clear()
 
 
 def test_cuda_that_fails_loudly_falls_back_under_auto_and_stops_cuda():
@@ -232,8 +241,8 @@ def test_each_session_gets_the_chosen_thread_count(
         inference_threads=inference_threads,
     )
     limit = CpuLimit(cores=cores, quota=float(cores), affinity=cores, source="test")
-    with caplog.at_level(logging.INFO, logger="service"):
-        dataplane = DataPlane.from_settings(settings, cpu_limit=limit)
+    with caplog.at_level(logging.INFO, logger="zooserve"):
+        dataplane = DataPlane.from_settings(settings, model_kinds(), cpu_limit=limit)
     try:
         models = dataplane.models()
         assert len(models) >= 6
@@ -280,10 +289,11 @@ def penguins_only(copy_model) -> Path:
 def test_cuda_obtained_loads_every_model_on_the_gpu_and_says_so(copy_model, monkeypatch, caplog):
     """Fake CUDA (no GPU here): the repository logs one line per model version naming the
     device and providers, and is ready."""
-    monkeypatch.setattr(runtime, "prepare_cuda", no_preload)
+    monkeypatch.setattr(onnx_sessions, "prepare_cuda", no_preload)
     monkeypatch.setattr("onnxruntime.get_available_providers", lambda: [CUDA, CPU])
-    repository = ModelRepository(penguins_only(copy_model), "cuda", create=cuda_that_works,
-                                 intra_op_threads=1)
+    repository = ModelRepository(
+        penguins_only(copy_model), model_kinds(),
+        LoadOptions(device="cuda", create=cuda_that_works, intra_op_threads=1))
     with caplog.at_level(logging.INFO, logger="zooserve.serving.repository"):
         repository.load()
     model = repository.get("penguins")
@@ -300,22 +310,26 @@ def test_cuda_dropped_stops_the_load_instead_of_a_silent_cpu_model(copy_model, m
     """Fake CUDA that ONNX Runtime drops (no GPU here): under `cuda` the load raises
     DeviceUnavailable (the server does not start); under `auto` the model serves on the CPU
     and the log says so."""
-    monkeypatch.setattr(runtime, "prepare_cuda", no_preload)
+    monkeypatch.setattr(onnx_sessions, "prepare_cuda", no_preload)
     monkeypatch.setattr("onnxruntime.get_available_providers", lambda: [CUDA, CPU])
     repo = penguins_only(copy_model)
-    strict = ModelRepository(repo, "cuda", create=cuda_that_is_dropped)
+    strict = ModelRepository(repo, model_kinds(),
+                             LoadOptions(device="cuda", create=cuda_that_is_dropped))
     with pytest.raises(DeviceUnavailable, match="could not create the CUDA provider"):
         strict.load()
     assert strict.index() == []  # not recorded as one broken model
-    relaxed = ModelRepository(repo, "auto", create=cuda_that_is_dropped)
+    relaxed = ModelRepository(repo, model_kinds(),
+                              LoadOptions(device="auto", create=cuda_that_is_dropped))
     relaxed.load()
     assert relaxed.get("penguins").device == "CPU"
     assert relaxed.ready
 
 
 def test_readiness_is_false_when_cuda_was_asked_for_and_a_model_is_on_the_cpu(copy_model):
-    repository = ModelRepository(penguins_only(copy_model), "cpu")
+    repository = ModelRepository(penguins_only(copy_model), model_kinds(),
+                                 LoadOptions(device="cpu"))
     repository.load()
     assert repository.ready
-    repository.device = "cuda"  # as if a model had slipped onto the CPU under `cuda`
+    # as if a model had slipped onto the CPU under `cuda`
+    repository.options = dataclasses.replace(repository.options, device="cuda")
     assert not repository.ready

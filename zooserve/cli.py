@@ -32,7 +32,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     if not settings.models.is_dir():
         raise SystemExit(f"zooserve serve: error: models folder '{settings.models}' does not exist")
-    from zooserve.serving.runtime import DeviceUnavailable
+    from zooserve.serving.onnx_sessions import DeviceUnavailable
     from zooserve.serving.server import serve
 
     try:

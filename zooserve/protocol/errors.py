@@ -57,6 +57,13 @@ def one_log_line(text: str) -> str:
     return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
+def one_line(text: object, limit: int = 300) -> str:
+    """A reason (an exception, ONNX Runtime's multi-line errors) folded onto one line and cut
+    to `limit` characters, for a log line, a startup error or an index row."""
+    folded = " ".join(str(text).split())
+    return folded if len(folded) <= limit else folded[:limit] + "..."
+
+
 def not_found(message: str) -> ServingError:
     return ServingError(ErrorKind.NOT_FOUND, message)
 

@@ -16,7 +16,7 @@ the model's `max_queue_size` requests in flight (and the server's `max_inflight`
 refuses the next at once with RESOURCE_EXHAUSTED, so a server under too much load says so
 rather than holding requests until their clients give up.
 
-A run cheap enough (see `LoadedModel.runs_inline`) is made on the event loop itself; any
+A run cheap enough (see `zooserve.serving.inline_runs`) is made on the event loop itself; any
 other is handed to the inference threads, once per batch."""
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from zooserve.protocol.errors import (
     ServingError,
     deadline_exceeded,
 )
-from zooserve.serving.runtime import INLINE_BELOW_NS, LoadedModel, PreparedRequest
+from zooserve.serving.inline_runs import INLINE_BELOW_NS, runs_inline
+from zooserve.serving.loaded_model import LoadedModel, PreparedRequest
 
 
 @dataclass(slots=True)
@@ -85,7 +86,7 @@ class Batcher:
         that requests arriving in the same turn of the loop join its batch. No request
         passes one that is waiting."""
         if (self._waiting or self._running or self._delay_s
-                or not self.model.runs_inline(prepared.rows)
+                or not runs_inline(self.model, prepared.rows)
                 or not 0 < self.model.estimate_ns(prepared.rows) < INLINE_BELOW_NS):
             return None
         outcome = _run_alone(self.model, _Waiting(prepared, None, time.perf_counter_ns(), None))
@@ -126,7 +127,7 @@ class Batcher:
             if not batch:
                 continue
             rows = sum(w.prepared.rows for w in batch)
-            if self.model.runs_inline(rows):
+            if runs_inline(self.model, rows):
                 self._answer(batch, _run_safely(self.model, batch))
                 await asyncio.sleep(0)  # let the requests that arrived meanwhile queue
             else:

@@ -21,9 +21,11 @@ from zooserve.protocol.errors import ServingError, resource_exhausted, unavailab
 from zooserve.serving import __version__
 from zooserve.serving.batching import Batcher, BatchResult
 from zooserve.serving.cpus import CpuLimit, auto_intra_op_threads, detect_cpu_limit
+from zooserve.serving.inline_runs import inline_limit
+from zooserve.serving.loaded_model import LoadedModel
 from zooserve.serving.model_control import ModelControl
+from zooserve.serving.model_kinds import LoadOptions, ModelKinds
 from zooserve.serving.repository import IndexEntry, ModelRepository
-from zooserve.serving.runtime import LoadedModel, inline_limit
 from zooserve.serving.settings import Settings
 from zooserve.serving.statistics import StatisticsSnapshot
 
@@ -108,18 +110,22 @@ class DataPlane:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings, cpu_limit: CpuLimit | None = None) -> DataPlane:
-        """Load the repository the settings name. Raises runtime.DeviceUnavailable when
-        `cuda` was asked for and cannot be had."""
+    def from_settings(
+        cls, settings: Settings, kinds: ModelKinds, cpu_limit: CpuLimit | None = None
+    ) -> DataPlane:
+        """Load the repository the settings name, each version by its kind in `kinds` (the
+        table the server was put together with, `server.model_kinds`), all with one set of
+        load options made here. Raises onnx_sessions.DeviceUnavailable when `cuda` was asked
+        for and cannot be had."""
         cpu_limit = cpu_limit or detect_cpu_limit()
-        threads = ort_threads(settings, cpu_limit)
-        repository = ModelRepository(
-            settings.models, settings.device, settings.max_batch_size, threads,
-            cache_dir=settings.cache_dir,
+        options = LoadOptions(
+            device=settings.device, max_batch_size=settings.max_batch_size,
+            intra_op_threads=ort_threads(settings, cpu_limit), cache_dir=settings.cache_dir,
             inline_below_ns=inline_limit(max(1, cpu_limit.cores // settings.workers)),
-            require_all=settings.require_all_models,
             max_queue_size=settings.max_queue_size,
         )
+        repository = ModelRepository(settings.models, kinds, options,
+                                     require_all=settings.require_all_models)
         repository.load()
         return cls(repository, settings.inference_threads, settings.max_inflight,
                    settings.model_control, settings.poll_interval)

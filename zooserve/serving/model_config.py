@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from zooserve.serving.runtime import LoadedModel, TensorSpec
+from zooserve.serving.inline_runs import runs_inline
+from zooserve.serving.loaded_model import LoadedModel, TensorSpec
 
 
 def _config_datatype(datatype: str) -> str:
@@ -39,7 +40,7 @@ def model_config(model: LoadedModel) -> dict[str, Any]:
         "inter_op_thread_count": str(model.inter_op_threads),
         "task": model.task,
         "max_queue_size": str(model.max_queue_size),
-        "execution": "inline" if model.runs_inline(1) else "thread",
+        "execution": "inline" if runs_inline(model, 1) else "thread",
         "description": str(model.card.get("description", "")),
     }
     if model.labels:

@@ -14,8 +14,9 @@
 
 Loading runs on a thread, off the event loop (ONNX Runtime takes its time), then the served
 set switches in one step. A request that already holds the old version finishes on it; the
-old version is released (its batchers closed, the references dropped, so its session goes)
-once its in-flight count is 0. A version that fails to load (not ONNX, a sha256 that does not
+old version is held by the repository's `retiring` (`zooserve.serving.retiring`) and closed
+(its batchers closed, the references dropped, so its session goes) once its in-flight count
+is 0. A version that fails to load (not ONNX, a sha256 that does not
 match its card, a failed warm-up while another version serves) never replaces one that
 serves: the reason is logged and shown in the repository index.
 
@@ -25,18 +26,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from zooserve.protocol.errors import invalid_argument, not_found, quoted, unavailable
+from zooserve.serving.loaded_model import LoadedModel
 from zooserve.serving.repository import Attempt, ModelRepository
-from zooserve.serving.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
 
 NONE, EXPLICIT, POLL = "none", "explicit", "poll"
-# How often a version taken out of service is checked for in-flight requests.
-RELEASE_CHECK_S = 0.02
 # A model name in a load or unload request names a folder: at most this long, no path.
 MAX_NAME_LENGTH = 255
 
@@ -46,8 +44,10 @@ class ModelControl:
 
     `changed()` is awaited after every change (the DataPlane tells its frontends, which
     refresh health); `release(model)` closes what the DataPlane keeps for a version taken
-    out of service (its batchers) once no request of it is in flight; `serving()` is false
-    once the server drains, and then the folder is no longer polled."""
+    out of service (its batchers) and `in_flight(model)` is the DataPlane's count of its
+    requests: both go to the repository's `retiring`, which closes the version once none is
+    in flight; `serving()` is false once the server drains, and then the folder is no longer
+    polled."""
 
     def __init__(
         self,
@@ -57,6 +57,7 @@ class ModelControl:
         changed: Callable[[], Awaitable[None]] | None = None,
         release: Callable[[LoadedModel], None] | None = None,
         serving: Callable[[], bool] | None = None,
+        in_flight: Callable[[LoadedModel], int] | None = None,
     ) -> None:
         if mode not in (NONE, EXPLICIT, POLL):
             raise ValueError(f"unknown model control mode {mode!r}")
@@ -64,16 +65,12 @@ class ModelControl:
         self.mode = mode
         self.poll_interval = poll_interval
         self._changed = changed
-        self._release = release or (lambda model: None)
         self._serving = serving or (lambda: True)
+        repository.retiring.answer_to(in_flight or (lambda model: 0),
+                                      release or (lambda model: None))
         self._lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
-        self._watcher: asyncio.Task | None = None
-        # Out of service, waiting for their requests: model -> (answered so far, since when).
-        # Frontends admit a request in the same step of the event loop as they look its model
-        # up, so once a retired version has none in flight, none can come.
-        self._retiring: dict[LoadedModel, tuple[int, float]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -92,9 +89,10 @@ class ModelControl:
                      "/v2/repository/models/NAME/load|unload); SIGHUP re-reads them")
 
     async def stop(self) -> None:
-        for task in (self._poller, self._watcher, *self._tasks):
+        for task in (self._poller, *self._tasks):
             if task is not None:
                 task.cancel()
+        self.repository.retiring.stop()
 
     # The requests
 
@@ -128,7 +126,7 @@ class ModelControl:
             retired = self.repository.unload(name)
             log.info("unloaded %s (versions %s) on request", name,
                      ", ".join(str(m.version) for m in retired) or "none loaded")
-            await self._after(retired)
+            await self._after()
 
     async def rescan(self, why: str = "SIGHUP") -> None:
         """Look at the folder now (poll, explicit); in `none` mode, say that it is ignored."""
@@ -184,34 +182,13 @@ class ModelControl:
         plan, attempts = await asyncio.to_thread(prepare)
         if not plan.load and not plan.remove and names is None:
             return attempts  # nothing changed: nothing to tell
-        retired = repository.apply(plan, attempts)
-        await self._after(retired)
+        repository.apply(plan, attempts)
+        await self._after()
         return attempts
 
-    async def _after(self, retired: list[LoadedModel]) -> None:
-        for model in retired:
-            self._retiring[model] = (_answered(model), time.monotonic())
-        if retired and (self._watcher is None or self._watcher.done()):
-            self._watcher = asyncio.get_running_loop().create_task(
-                self._release_when_idle(), name="release retired models")
+    async def _after(self) -> None:
         if self._changed is not None:
             await self._changed()
-
-    async def _release_when_idle(self) -> None:
-        """Release each retired version once its in-flight count is 0."""
-        while self._retiring:
-            now = time.monotonic()
-            for model, (answered, since) in list(self._retiring.items()):
-                if model.inflight:
-                    continue
-                del self._retiring[model]
-                self._release(model)
-                if self.repository.released(model):
-                    log.info(
-                        "released %s version %d: its in-flight calls finished (%d answered "
-                        "in the %.2f s after it was taken out of service)", model.name,
-                        model.version, _answered(model) - answered, now - since)
-            await asyncio.sleep(RELEASE_CHECK_S)
 
     async def _poll(self) -> None:
         while True:
@@ -223,11 +200,6 @@ class ModelControl:
                     await self._change(None, settled_only=True)
             except Exception:  # a folder that vanished or cannot be read: try next time
                 log.exception("polling %s failed", self.repository.root)
-
-
-def _answered(model: LoadedModel) -> int:
-    snapshot = model.statistics.snapshot()
-    return snapshot.success.count + snapshot.fail.count
 
 
 def _check_name(name: str) -> None:

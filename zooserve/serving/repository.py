@@ -1,13 +1,16 @@
 """The loaded models of a repository folder (its layout on disk is `zooserve.repository.layout`):
-one ONNX Runtime session per (name, version). A client that names no version gets the
-highest version that is loaded.
+one served model per (name, version). A client that names no version gets the highest version
+that is loaded. What a version is (an ONNX model, a spectral library) the repository does not
+know: the table of model kinds it is given says, keyed by the file the version folder holds
+(`zooserve.serving.model_kinds`), and every kind loads with the same `LoadOptions`.
 
 The set of served models can change while serving (`zooserve.serving.model_control` decides when):
 `plan` looks at the folder and says which versions are new, changed or gone, `attempt`
 loads one version (both off the event loop: loading takes ONNX Runtime time), and `apply`
 switches the served set in one step on the event loop. A version that fails to load never
-replaces one that serves. A version taken out of service is `retiring` until its in-flight
-requests are answered; then `released` forgets it.
+replaces one that serves. A version taken out of service is handed to `retiring`
+(`zooserve.serving.retiring`), which holds it until its in-flight requests are answered and
+then closes it.
 
 Before a version is loaded, every file it is loaded from is checked to lie inside the
 repository folder and to match the sha256 its card records (`zooserve.serving.repository_files`)."""
@@ -19,20 +22,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from zooserve.protocol.errors import not_found, quoted
+from zooserve.protocol.errors import not_found, one_line, quoted
 from zooserve.repository.layout import (
     CARD_FILE,
-    LIBRARY_FILE,
-    MODEL_FILE,
     SERVING_FILE,
     ModelEntry,
     parse_version,
-    served_files,
+    version_folders,
 )
+from zooserve.serving.inline_runs import runs_inline
+from zooserve.serving.loaded_model import LoadedModel
+from zooserve.serving.model_kinds import LoadOptions, ModelKinds, served_file
+from zooserve.serving.onnx_sessions import DeviceUnavailable
 from zooserve.serving.repository_files import Boundary, CheckedFiles, check_version
-from zooserve.serving.runtime import INLINE_BELOW_NS, DeviceUnavailable, LoadedModel, SessionFactory
-from zooserve.serving.search.model import SearchModel
-from zooserve.serving.serving_config import DEFAULT_MAX_QUEUE_SIZE
+from zooserve.serving.retiring import RetiringVersions
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +70,11 @@ def describe_serving(model: LoadedModel) -> str:
                f"{model.row_ns / 1000:.0f} us per more")
     else:
         run = "not timed"
-    if model.runs_inline(1):
+    if runs_inline(model, 1):
         where = f"runs up to {model.inline_below_ns / 1e6:g} ms on the event loop"
     else:
         where = "runs on an inference thread"
-    return f"{how}, up to {model.max_queue_size} in flight, {run}, {where}"
+    return f"{how}, up to {model.max_queue_size} waiting to run, {run}, {where}"
 
 
 def stamp_of(model_file: Path) -> Stamp:
@@ -135,24 +138,18 @@ class ModelRepository:
     def __init__(
         self,
         root: Path,
-        device: str = "auto",
-        max_batch_size: int = 1024,
-        intra_op_threads: int = 0,
-        create: SessionFactory | None = None,  # tests stand in for ONNX Runtime with it
-        cache_dir: Path | None = None,
-        inline_below_ns: int = INLINE_BELOW_NS,
+        kinds: ModelKinds,
+        options: LoadOptions | None = None,
         require_all: bool = False,
-        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     ) -> None:
-        self.max_queue_size = max_queue_size
+        """`kinds`: which kind of model loads a version, by the file its folder holds (the
+        first of the table's files found decides); `options`: how every version loads."""
+        if not kinds:
+            raise ValueError("a repository needs at least one model kind to load")
         self.root = root
+        self.kinds = dict(kinds)
+        self.options = options or LoadOptions()
         self.require_all = require_all
-        self.device = device
-        self.max_batch_size = max_batch_size
-        self.intra_op_threads = intra_op_threads
-        self._create = create
-        self.cache_dir = cache_dir
-        self.inline_below_ns = inline_below_ns
         # Served: replaced as a whole (never changed in place) so a reader always sees one
         # consistent set.
         self._models: dict[str, dict[int, LoadedModel]] = {}
@@ -163,7 +160,8 @@ class ModelRepository:
         self._pending: dict[Key, Stamp] = {}  # changed files seen once, not yet settled
         self._pending_removal: set[Key] = set()  # gone once, not yet confirmed
         self._unloaded: dict[str, list[int]] = {}  # unloaded on request: their versions
-        self._retiring: list[LoadedModel] = []  # out of service, requests still in flight
+        # Out of service, answering the requests they had taken on; closed once answered.
+        self.retiring = RetiringVersions()
         self._warned: set[str] = set()  # warnings about a version's files, given once
 
     # Loading at startup
@@ -240,7 +238,13 @@ class ModelRepository:
         layout_log = logging.getLogger("zooserve.repository.layout")
         layout_log.addFilter(_LAYOUT_WARNINGS_ONCE)
         model_dir = self.root / name
-        files = served_files(model_dir)
+        files = {}
+        for version, folder in version_folders(model_dir).items():
+            found = served_file(self.kinds, folder)
+            if found is None:
+                self._warn_once(f"skipping {folder}: no {' or '.join(self.kinds)} in it")
+            else:
+                files[version] = found
         # A version folder that is a link out of the repository is listed (and refused when
         # it is loaded) whether or not what it points to exists or holds a model: what is
         # outside never decides what the index shows.
@@ -249,7 +253,7 @@ class ModelRepository:
         for link in links:
             version = parse_version(link.name)
             if version is not None and version not in files and not boundary.contains(link):
-                files[version] = link / MODEL_FILE
+                files[version] = link / next(iter(self.kinds))
         return files
 
     def _known_keys(self, name: str) -> list[Key]:
@@ -265,26 +269,16 @@ class ModelRepository:
         attempt = Attempt(key, stamp)
         try:
             checked = check_version(self.root, entry.path)
-            self._warn_once(entry, checked)
+            self._warn_about_files(entry, checked)
             attempt.digest = checked.digest()
             if not startup and attempt.digest == self._digests.get(key) \
                     and entry.version in self._models.get(entry.name, {}):
                 attempt.unchanged = True
                 return attempt
-            kind = SearchModel if entry.path.name == LIBRARY_FILE else LoadedModel
-            model = kind.load(
-                entry.name,
-                entry.version,
-                entry.path,
-                self.device,
-                self.max_batch_size,
-                intra_op_threads=self.intra_op_threads,
-                create=self._create,
-                cache_dir=self.cache_dir,
-                inline_below_ns=self.inline_below_ns,
-                max_queue_size=self.max_queue_size,
-                verified=checked.hashes,
-            )
+            load = self.kinds.get(entry.path.name)
+            if load is None:
+                raise RuntimeError(f"no model kind serves {entry.path.name}")
+            model = load(entry, self.options, checked.hashes)
             if stamp_of(entry.path) != stamp:
                 raise RuntimeError("its files changed while it loaded; it is tried again once "
                                    "they settle")
@@ -296,12 +290,12 @@ class ModelRepository:
         except DeviceUnavailable as exc:
             if startup:
                 raise
-            attempt.reason = f"DeviceUnavailable: {_one_line(str(exc))}"
+            attempt.reason = f"DeviceUnavailable: {one_line(exc)}"
         except Exception as exc:  # a broken file must not take the other models down
-            attempt.reason = f"{type(exc).__name__}: {_one_line(str(exc))}"
+            attempt.reason = f"{type(exc).__name__}: {one_line(exc)}"
         return attempt
 
-    def _warn_once(self, entry: ModelEntry, checked: CheckedFiles) -> None:
+    def _warn_about_files(self, entry: ModelEntry, checked: CheckedFiles) -> None:
         warnings = []
         if checked.unchecked:
             warnings.append(f"its card has no sha256 for {entry.path.name}; loading it "
@@ -310,17 +304,19 @@ class ModelRepository:
             warnings.append(f"its card records {', '.join(map(repr, checked.absent))}, not "
                             "in its folder and not needed to serve it")
         for warning in warnings:
-            text = f"{entry.name} version {entry.version}: {warning}"
-            if text not in self._warned:
-                self._warned.add(text)
-                log.warning("%s", text)
+            self._warn_once(f"{entry.name} version {entry.version}: {warning}")
+
+    def _warn_once(self, text: str) -> None:
+        if text not in self._warned:
+            self._warned.add(text)
+            log.warning("%s", text)
 
     def apply(self, plan: Plan, attempts: list[Attempt],
               unload_names: Iterable[str] = ()) -> list[LoadedModel]:
         """Switch the served set in one step (call it on the event loop): loaded versions
         replace or join the served ones, failed ones are reported and never replace a
         served one, removed ones and those of `unload_names` leave. Returns the versions
-        taken out of service, which are `retiring` until `released`."""
+        taken out of service, which `retiring` now holds until their requests are answered."""
         models = {name: dict(versions) for name, versions in self._models.items()}
         retired: list[LoadedModel] = []
         for key in plan.remove:
@@ -364,7 +360,7 @@ class ModelRepository:
         for name in plan.names:
             self._unloaded.pop(name, None)
         self._models = {name: versions for name, versions in models.items() if versions}
-        self._retiring.extend(retired)
+        self.retiring.take(retired)
         return retired
 
     def unload(self, name: str) -> list[LoadedModel]:
@@ -383,15 +379,6 @@ class ModelRepository:
             table.pop(key, None)
         self._pending_removal.discard(key)
 
-    def released(self, model: LoadedModel) -> bool:
-        """Forget a retired version whose requests are all answered; False if it was not
-        retiring (already released)."""
-        for index, retiring in enumerate(self._retiring):
-            if retiring is model:
-                del self._retiring[index]
-                return True
-        return False
-
     # Reading the served set
 
     @property
@@ -404,7 +391,7 @@ class ModelRepository:
             return False
         if self.require_all and self._failed:
             return False
-        on_gpu_only = self.device in ("cuda", "tensorrt")
+        on_gpu_only = self.options.device in ("cuda", "tensorrt")
         return not on_gpu_only or all(m.device == "GPU" for m in self.models())
 
     def names(self) -> list[str]:
@@ -420,9 +407,6 @@ class ModelRepository:
     def models(self) -> list[LoadedModel]:
         models = self._models
         return [m for name in sorted(models) for _, m in sorted(models[name].items())]
-
-    def retiring(self) -> list[LoadedModel]:
-        return list(self._retiring)
 
     def get(self, name: str, version: str | int | None = None) -> LoadedModel:
         # Names and versions are the client's: quoted (repr, a bounded prefix) in messages.
@@ -453,7 +437,7 @@ class ModelRepository:
         rows = [IndexEntry(m.name, m.version, READY, self._stale.get((m.name, m.version), ""))
                 for m in self.models()]
         rows += [IndexEntry(n, v, UNAVAILABLE, why) for (n, v), why in self._failed.items()]
-        draining = {(m.name, m.version) for m in self._retiring
+        draining = {(m.name, m.version) for m in self.retiring.models()
                     if m.version not in served.get(m.name, {})}
         rows += [IndexEntry(n, v, UNLOADING, "answering the requests it had taken on")
                  for n, v in sorted(draining)]
@@ -479,7 +463,3 @@ def _log_loaded(model: LoadedModel, verb: str) -> None:
         describe_serving(model),
     )
 
-
-def _one_line(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= 300 else text[:300] + "..."

@@ -21,12 +21,16 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
+from zooserve.repository.layout import LIBRARY_FILE, MODEL_FILE
 from zooserve.serving.dataplane import DataPlane
 from zooserve.serving.grpc_frontend.server import start_grpc_server
 from zooserve.serving.http_frontend.server import start_http_server
+from zooserve.serving.loaded_model import LoadedModel
 from zooserve.serving.memory import return_large_buffers_to_the_system, trim_when_idle
 from zooserve.serving.metrics import start_metrics_server
+from zooserve.serving.model_kinds import ModelKinds
 from zooserve.serving.ports import HTTP_PORT, check_port_free
+from zooserve.serving.search.model import SearchModel
 from zooserve.serving.security import Security, load_security
 from zooserve.serving.settings import Settings
 
@@ -35,7 +39,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HTTP_PORT", "serve", "serve_worker"]
+
+def model_kinds() -> ModelKinds:
+    """The kinds of model this server serves, by the file a version folder holds: an ONNX
+    model, or a spectral library searched with its embedding model. The repository is given
+    this table and names no kind itself; the Bento serves the same."""
+    return {MODEL_FILE: LoadedModel.load, LIBRARY_FILE: SearchModel.load}
+
+
+__all__ = ["HTTP_PORT", "model_kinds", "serve", "serve_worker"]
 
 
 async def _serve(settings: Settings, worker: WorkerLink | None = None,
@@ -49,7 +61,7 @@ async def _serve(settings: Settings, worker: WorkerLink | None = None,
         security = load_security(settings)
     return_large_buffers_to_the_system()  # see zooserve/serving/memory.py
     trim_when_idle()
-    dataplane = DataPlane.from_settings(settings)
+    dataplane = DataPlane.from_settings(settings, model_kinds())
     grpc_frontend = await start_grpc_server(
         dataplane, settings.host, settings.grpc_port, reuse_port=sharing, security=security,
         max_message_bytes=settings.max_request_bytes,

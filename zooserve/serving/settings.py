@@ -259,7 +259,7 @@ class Settings:
     reuse_port: bool = setting(
         False, parse=_boolean,
         help="true: let other processes share the ports (SO_REUSEPORT)")
-    # zooserve.serving.runtime, optimized_model_cache; None: optimise at every start.
+    # zooserve.serving.onnx_sessions, optimized_model_cache; None: optimise at every start.
     cache_dir: Path | None = setting(
         factory=lambda: default_cache_dir(), parse=_path_or_off,
         shown="~/.cache/zooserve/onnxruntime",

@@ -124,7 +124,7 @@ def run_worker(settings: Settings, number: int, connection: Connection) -> None:
         format=f"%(asctime)s %(levelname)s worker {number} (pid {os.getpid()}) "
         "%(name)s: %(message)s",
     )
-    from zooserve.serving.runtime import DeviceUnavailable
+    from zooserve.serving.onnx_sessions import DeviceUnavailable
     from zooserve.serving.server import serve_worker
 
     link = WorkerLink(number, connection)

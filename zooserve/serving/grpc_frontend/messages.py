@@ -17,10 +17,10 @@ from zooserve.protocol.grpc_tensors import WIRE_DTYPE
 from zooserve.protocol.limits import MAX_ID_LENGTH
 from zooserve.serving.dataplane import InferenceRequest, InferenceResponse
 from zooserve.serving.grpc_frontend import tensors
+from zooserve.serving.loaded_model import LoadedModel, TensorSpec
 from zooserve.serving.model_config import model_config as model_configuration
 from zooserve.serving.protobuf_wire import LENGTH_DELIMITED, encode_varint, fields
 from zooserve.serving.repository import IndexEntry
-from zooserve.serving.runtime import LoadedModel, TensorSpec
 from zooserve.serving.statistics import Duration, StatisticsSnapshot
 
 

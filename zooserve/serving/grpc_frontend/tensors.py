@@ -9,7 +9,7 @@ from zooserve.protocol import codecs
 from zooserve.protocol.errors import invalid_argument, quoted
 from zooserve.protocol.generated import grpc_service_pb2 as pb
 from zooserve.protocol.grpc_tensors import typed_contents
-from zooserve.serving.runtime import LoadedModel
+from zooserve.serving.loaded_model import LoadedModel
 
 
 def decode_input(

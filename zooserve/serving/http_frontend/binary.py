@@ -31,7 +31,7 @@ from zooserve.protocol.errors import invalid_argument, quoted
 from zooserve.serving.dataplane import InferenceRequest, InferenceResponse
 from zooserve.serving.http_frontend import tensors
 from zooserve.serving.http_frontend.body import read_json
-from zooserve.serving.runtime import LoadedModel
+from zooserve.serving.loaded_model import LoadedModel
 
 HEADER = "Inference-Header-Content-Length"
 _DIGITS = re.compile(r"[0-9]{1,20}")

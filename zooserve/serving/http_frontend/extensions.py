@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from zooserve.serving.loaded_model import LoadedModel
 from zooserve.serving.repository import IndexEntry
-from zooserve.serving.runtime import LoadedModel
 from zooserve.serving.statistics import Duration, StatisticsSnapshot
 
 

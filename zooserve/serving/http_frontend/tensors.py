@@ -25,7 +25,7 @@ from zooserve.protocol.errors import invalid_argument, quoted
 from zooserve.protocol.labels import labelled_output
 from zooserve.protocol.limits import MAX_ID_LENGTH, MAX_RANK
 from zooserve.serving.dataplane import InferenceRequest, InferenceResponse
-from zooserve.serving.runtime import LoadedModel, TensorSpec
+from zooserve.serving.loaded_model import LoadedModel, TensorSpec
 
 # requests
 

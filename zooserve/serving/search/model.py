@@ -1,5 +1,6 @@
-"""A spectral library served as a model: the repository loads a version folder holding a
-library bundle (library.json) as a SearchModel, which answers like any other model (index,
+"""A spectral library served as a model: a version folder holding a library bundle
+(library.json) is loaded as a SearchModel (the server's table of model kinds keys this kind
+by that file, `zooserve.serving.model_kinds`), which answers like any other model (index,
 metadata, configuration, statistics, the batcher) with the top-k library entries for each
 query spectrum.
 
@@ -29,16 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from zooserve.protocol.errors import invalid_argument, quoted
-from zooserve.repository.layout import MODEL_FILE, read_card
+from zooserve.repository.layout import MODEL_FILE, ModelEntry, read_card
+from zooserve.serving.inline_runs import INLINE_BELOW_NS
+from zooserve.serving.loaded_model import LoadedModel, PreparedRequest, TensorSpec
+from zooserve.serving.model_kinds import LoadOptions
+from zooserve.serving.onnx_sessions import open_model_session
 from zooserve.serving.repository_files import FileRefused, check_model_file, safe_name
-from zooserve.serving.runtime import (
-    INLINE_BELOW_NS,
-    LoadedModel,
-    PreparedRequest,
-    SessionFactory,
-    TensorSpec,
-    open_model_session,
-)
 from zooserve.serving.search.backends import (
     ANN_MIN_RECALL,
     BackendUnavailable,
@@ -51,7 +48,6 @@ from zooserve.serving.search.backends import (
 )
 from zooserve.serving.search.library import ANN_FILE, Library, LibraryError
 from zooserve.serving.serving_config import (
-    DEFAULT_MAX_QUEUE_SIZE,
     ServingConfig,
     read_serving_config,
 )
@@ -104,36 +100,25 @@ class SearchModel(LoadedModel):
 
     @classmethod
     def load(
-        cls,
-        name: str,
-        version: int,
-        path: Path,
-        device: str,
-        max_batch_size: int,
-        intra_op_threads: int = 0,
-        create: SessionFactory | None = None,
-        cache_dir: Path | None = None,
-        inline_below_ns: int = INLINE_BELOW_NS,
-        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
-        verified: Mapping[str, str] | None = None,
+        cls, entry: ModelEntry, options: LoadOptions, verified: Mapping[str, str]
     ) -> SearchModel:
-        """Open the bundle `path` (its library.json) and the embedding model it was built
-        with. Refused, with the reason, when that model is not in the repository or its
-        file is not the one the library's embeddings came from. `verified`: sha256 of
-        files the repository has just checked, not read again."""
+        """The search model kind: open the bundle of `entry` (its library.json) and the
+        embedding model it was built with. Refused, with the reason, when that model is not
+        in the repository or its file is not the one the library's embeddings came from.
+        `verified`: sha256 of files the repository has just checked, not read again."""
+        path = entry.path
         folder = path.parent
         library = Library.open(folder, root=folder.parent.parent, verified=verified)
         model_file = embedding_model_file(folder.parent.parent, library)
         config = read_serving_config(folder.parent)
-        session = open_model_session(model_file, device, config, intra_op_threads, create,
-                                     cache_dir)
+        session = open_model_session(model_file, config, options)
         _check_embedding_session(session, library)
-        model = cls(name, version, path, session, read_card(folder), max_batch_size, config,
-                    library, open_backend(library))
+        model = cls(entry.name, entry.version, path, session, read_card(folder),
+                    options.max_batch_size, config, library, open_backend(library))
         # A search spends its time in numpy and ONNX Runtime calls that let go of the GIL: on
         # a thread it leaves the event loop free to take the requests that arrive meanwhile,
         # which then share the next run. Only one cheaper than a hand-off runs inline.
-        model.get_ready(min(inline_below_ns, INLINE_BELOW_NS), max_queue_size)
+        model.get_ready(min(options.inline_below_ns, INLINE_BELOW_NS), options.max_queue_size)
         return model
 
     @property

@@ -1,16 +1,14 @@
 """One loaded model: an ONNX Runtime session, the signature read from it, its card, the
-execution providers really in use, and its statistics. Requests are checked against the
-signature here, before they reach ONNX Runtime."""
+execution providers really in use, its statistics and what its runs cost. Requests are checked
+against the signature here, before they reach ONNX Runtime. How sessions are made (providers,
+devices, the optimised-graph cache) is `zooserve.serving.onnx_sessions`; whether a run is made
+on the event loop is `zooserve.serving.inline_runs`."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import logging
 import math
-import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,9 +19,9 @@ import numpy as np
 
 from zooserve.protocol.codecs import object_array
 from zooserve.protocol.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE
-from zooserve.protocol.errors import ErrorKind, ServingError, invalid_argument, quoted
-from zooserve.repository import layout
-from zooserve.serving.onnx_files import external_data_locations
+from zooserve.protocol.errors import ErrorKind, ServingError, invalid_argument, one_line, quoted
+from zooserve.serving.inline_runs import INLINE_BELOW_NS
+from zooserve.serving.onnx_sessions import device_of, open_model_session, shrink_arena_options
 from zooserve.serving.serving_config import (
     DEFAULT_MAX_QUEUE_SIZE,
     ServingConfig,
@@ -34,11 +32,11 @@ from zooserve.serving.statistics import ModelStatistics
 if TYPE_CHECKING:  # onnxruntime is imported where a session is made, not to read this module
     import onnxruntime as ort
 
+    from zooserve.repository.layout import ModelEntry
+    from zooserve.serving.model_kinds import LoadOptions
+
 log = logging.getLogger(__name__)
 
-CPU = "CPUExecutionProvider"
-CUDA = "CUDAExecutionProvider"
-TENSORRT = "TensorrtExecutionProvider"
 # What runs every model, in the words Triton and KServe use for an ONNX Runtime model.
 PLATFORM = "onnxruntime_onnx"
 
@@ -66,241 +64,6 @@ def _spec(node: ort.NodeArg) -> TensorSpec:
     return TensorSpec(node.name, datatype, shape)
 
 
-SessionFactory = Callable[[str, list[str], int], "ort.InferenceSession"]
-
-# The words an operator reads in a one-line startup error about the device.
-CUDA_SETTING = "--device cuda (ZOOSERVE_DEVICE=cuda)"
-TENSORRT_SETTING = "--device tensorrt (ZOOSERVE_DEVICE=tensorrt)"
-
-
-class DeviceUnavailable(RuntimeError):
-    """The settings insist on a device (`cuda`) that this machine cannot give. Unlike a
-    broken model file, this stops the server from starting: serving on the CPU instead
-    would be slower than the operator planned for, and nobody would notice."""
-
-
-def _create_session(
-    path: str, providers: list[str], intra_op_threads: int = 0, cache_dir: Path | None = None
-):
-    """An ONNX Runtime session with zooserve's thread and graph settings.
-
-    `intra_op_threads` counts the calling thread (1: no pool at all; 0: ONNX Runtime's
-    default, as wide as the host). Inter-op threads serve only the parallel execution
-    mode, which zooserve does not use: pinned to 1 so no second pool is made. Where a pool
-    exists its threads do not spin while they wait for work: zooserve runs several sessions
-    side by side on its inference threads, and a spinning pool takes cores (and a
-    container's CPU quota) from the requests running on them; this holds for CUDA sessions
-    too, whose pool only serves the few nodes left on the CPU.
-
-    Every graph optimisation is on (ORT_ENABLE_ALL, ONNX Runtime's default, set here so it
-    is a decision). With `cache_dir`, the optimised graph is kept there and later sessions
-    load it with optimisation off: see `optimized_model_cache`."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if intra_op_threads > 0:
-        options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    if intra_op_threads != 1:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    cached, fresh = optimized_model_cache(cache_dir, Path(path), providers)
-    if cached is not None:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        try:
-            return ort.InferenceSession(str(cached), sess_options=options, providers=providers)
-        except Exception as exc:  # a damaged cache entry costs one optimisation, no more
-            log.warning("ignoring the cached optimised model %s: %s", cached, _one_line(exc))
-            cached.unlink(missing_ok=True)
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if fresh is not None:
-        # Written beside the cache and renamed into place once whole, so a session never
-        # loads half a file; warnings only, as ONNX Runtime warns that the optimised graph
-        # suits this machine, which the cache key already says.
-        options.optimized_model_filepath = str(fresh.with_suffix(f".{os.getpid()}.tmp"))
-        options.log_severity_level = 3
-    session = ort.InferenceSession(path, sess_options=options, providers=providers)
-    if fresh is not None:
-        written = Path(options.optimized_model_filepath)
-        try:
-            written.replace(fresh)
-        except OSError as exc:
-            log.warning("could not cache the optimised model at %s: %s", fresh, exc)
-            written.unlink(missing_ok=True)
-    return session
-
-
-def optimized_model_cache(
-    cache_dir: Path | None, model: Path, providers: Sequence[str]
-) -> tuple[Path | None, Path | None]:
-    """(the cached optimised model to load, or None; where to write one, or None).
-
-    ONNX Runtime's fully optimised graph may use this CPU's instruction set and the chosen
-    providers' fused kernels, so the key holds the model's bytes (with those of its external
-    data, which the optimised graph holds inline), the onnxruntime version,
-    the providers and the CPU's feature flags: a copied cache or a changed model is never
-    reused. TensorRT builds its own engines and is not cached here. An unusable cache
-    folder means no cache, with one warning."""
-    if cache_dir is None or any("Tensorrt" in p for p in providers):
-        return None, None
-    import onnxruntime as ort
-
-    key = hashlib.sha256()
-    try:
-        weights = [f"{name}={layout.sha256_of_file(model.parent / name)}"
-                   for name in external_data_locations(model)]
-    except (OSError, ValueError):  # not ONNX, or its data missing: ONNX Runtime says which
-        return None, None
-    for part in (layout.sha256_of_file(model), *weights, ort.__version__, ",".join(providers),
-                 _cpu_flags()):
-        key.update(part.encode() + b"\0")
-    entry = cache_dir / f"{key.hexdigest()[:32]}.onnx"
-    if entry.is_file():
-        return entry, None
-    try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        log.warning("no optimised-model cache: cannot create %s: %s", cache_dir, exc)
-        return None, None
-    if not os.access(cache_dir, os.W_OK):
-        log.warning("no optimised-model cache: %s is not writable", cache_dir)
-        return None, None
-    return None, entry
-
-
-@functools.cache
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
-@functools.cache
-def prepare_cuda() -> str:
-    """Load the CUDA and cuDNN libraries that onnxruntime-gpu's pip wheels (`nvidia-*`)
-    install, once, before the first CUDA session: ONNX Runtime's CUDA provider library
-    carries no search path to them, so without this it cannot find them and the provider
-    is dropped. Builds without `preload_dlls` (older than 1.21) are left alone. Returns
-    what went wrong, or "" (the caller decides whether that is fatal)."""
-    import onnxruntime as ort
-
-    preload = getattr(ort, "preload_dlls", None)
-    if preload is None:
-        log.info("onnxruntime %s has no preload_dlls; relying on the library path", ort.__version__)
-        return ""
-    try:
-        preload()
-    except Exception as exc:  # a missing wheel must not stop a CPU fallback under `auto`
-        problem = f"onnxruntime.preload_dlls() failed: {_one_line(exc)}"
-        log.warning("%s", problem)
-        return problem
-    log.info("onnxruntime.preload_dlls() done: CUDA and cuDNN from the nvidia wheels, if any")
-    return ""
-
-
-def open_session(
-    path: Path,
-    device: str,
-    available: Sequence[str] | None = None,
-    create: SessionFactory | None = None,
-    intra_op_threads: int = 0,
-    prepare: Callable[[], str] | None = None,
-) -> ort.InferenceSession:
-    """Create a session on the device the settings ask for.
-
-    `auto` tries CUDA when this onnxruntime build has it and falls back to the CPU when the
-    CUDA provider cannot really be created (no GPU, no driver): ONNX Runtime then silently
-    drops it, so the providers are read back from the session, never from
-    `get_available_providers()`, which lists what the build has, not what works. `cuda`
-    insists on CUDA: without it, DeviceUnavailable with a one-line reason. `prepare` runs
-    before the first CUDA session (`prepare_cuda`; tests pass their own).
-    """
-    if available is None:
-        import onnxruntime as ort
-
-        available = ort.get_available_providers()
-    available = list(available)
-    create = create or _create_session
-    if device == "tensorrt":
-        return _open_tensorrt_session(path, available, create, intra_op_threads, prepare)
-    if device == "cpu" or (device == "auto" and CUDA not in available):
-        return create(str(path), [CPU], intra_op_threads)
-    if device == "cuda" and CUDA not in available:
-        raise DeviceUnavailable(
-            f"{CUDA_SETTING}: this onnxruntime build has no CUDA provider (it has "
-            f"{', '.join(available)}); install the `gpu` extra (onnxruntime-gpu) instead of "
-            "`serve`, or use --device auto"
-        )
-    preload_problem = (prepare or prepare_cuda)()
-    try:
-        session = create(str(path), [CUDA, CPU], intra_op_threads)
-    except Exception as exc:
-        # Either CUDA failed loudly or the file is broken: the CPU tells which.
-        cpu_session = create(str(path), [CPU], intra_op_threads)  # raises for a broken file
-        if device == "cuda":
-            raise DeviceUnavailable(
-                f"{CUDA_SETTING}: the CUDA provider failed for {path}: {_one_line(exc)}"
-            ) from None
-        log.warning("CUDA provider failed for %s (%s); using the CPU", path, _one_line(exc))
-        return cpu_session
-    if CUDA not in session.get_providers():
-        if device == "cuda":
-            why = preload_problem or "ONNX Runtime's own error above says why"
-            raise DeviceUnavailable(
-                f"{CUDA_SETTING}: ONNX Runtime could not create the CUDA provider for {path} "
-                f"(no GPU visible, driver too old, or CUDA/cuDNN libraries missing; {why})"
-            )
-        log.warning("CUDA provider unavailable at run time for %s; using the CPU", path)
-    return session
-
-
-def _open_tensorrt_session(
-    path: Path,
-    available: list[str],
-    create: SessionFactory,
-    intra_op_threads: int,
-    prepare: Callable[[], str] | None,
-) -> ort.InferenceSession:
-    """`tensorrt` insists on TensorRT, with CUDA and then the CPU for the nodes TensorRT
-    does not take (ONNX Runtime assigns each node to the first provider that can run it).
-    TensorRT builds an engine per input shape on first use, so the warm-up's shapes start
-    fast and others pay once; its engines are not in zooserve's optimised-model cache."""
-    if TENSORRT not in available:
-        raise DeviceUnavailable(
-            f"{TENSORRT_SETTING}: this onnxruntime build has no TensorRT provider (it has "
-            f"{', '.join(available)}); TensorRT needs onnxruntime-gpu with the TensorRT "
-            "libraries installed"
-        )
-    preload_problem = (prepare or prepare_cuda)()
-    try:
-        session = create(str(path), [TENSORRT, CUDA, CPU], intra_op_threads)
-    except Exception as exc:
-        raise DeviceUnavailable(
-            f"{TENSORRT_SETTING}: the TensorRT provider failed for {path}: {_one_line(exc)}"
-        ) from None
-    if TENSORRT not in session.get_providers():
-        why = preload_problem or "ONNX Runtime's own error above says why"
-        raise DeviceUnavailable(
-            f"{TENSORRT_SETTING}: ONNX Runtime could not create the TensorRT provider for "
-            f"{path} (TensorRT libraries missing or no GPU; {why})"
-        )
-    return session
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:300] + "..."
-
-
-def device_of(providers: Sequence[str]) -> str:
-    """GPU when the CUDA or TensorRT provider is in use, else CPU (Triton's instance kinds)."""
-    return "GPU" if CUDA in providers or TENSORRT in providers else "CPU"
-
-
 @dataclass(frozen=True, slots=True)
 class PreparedRequest:
     """One request checked against the signature, as ONNX Runtime takes it: its rows (the
@@ -321,26 +84,9 @@ class PreparedRequest:
         )
 
 
-# A run cheaper than this is made on the event loop that received the request: handing it
-# to a thread and back costs the loop more than the run itself (issue 8's profile: the
-# hand-off was 19% of the server's time on the tiny model, ONNX Runtime 1%).
-INLINE_BELOW_NS = 150_000
-# Below 4 cores there is no core to spare for a run beside the event loop and gRPC's own
-# threads, so a hand-off buys no overlap, only its cost and a second thread contending for
-# the GIL: runs are made inline up to this budget, which bounds how long the loop (health
-# checks included) is held (docs/serving.md says how to compare the two on a machine).
-INLINE_BUDGET_FEW_CORES_NS = 20_000_000
-
-
 # Runs of more rows than this hand the memory they grew ONNX Runtime's arena by back afterwards
 # (LoadedModel.execute); measured in `benchmarks/memory.py`.
 ARENA_KEEP_ROWS = 64
-
-
-def inline_limit(cores: int) -> int:
-    """The estimated run time below which a run stays on the event loop, for a process with
-    this CPU limit (see `LoadedModel.runs_inline`)."""
-    return INLINE_BUDGET_FEW_CORES_NS if cores < 4 else INLINE_BELOW_NS
 WARM_UP_RUNS = 5
 
 
@@ -382,7 +128,7 @@ class LoadedModel:
         # Requests taken on for this model and not yet answered (DataPlane.infer keeps it):
         # admission control reads it, and an unloaded version's session is released at 0.
         self.inflight = 0
-        self._shrink_arena = _shrink_arena_options(self.device)
+        self._shrink_arena = shrink_arena_options(self.device)
         # The most requests in flight at once (serving.json's, else the server's default);
         # more are refused RESOURCE_EXHAUSTED.
         self.max_queue_size = self.config.max_queue_size or DEFAULT_MAX_QUEUE_SIZE
@@ -408,31 +154,21 @@ class LoadedModel:
         self.run_ns = 0
         self.row_ns = 0
         self.warm_up_problem = ""
-        self.inline_below_ns = INLINE_BELOW_NS  # `inline_limit` of the process's CPU limit
+        # Runs estimated cheaper than this are made on the event loop (`inline_runs`).
+        self.inline_below_ns = INLINE_BELOW_NS
 
     @classmethod
     def load(
-        cls,
-        name: str,
-        version: int,
-        path: Path,
-        device: str,
-        max_batch_size: int,
-        intra_op_threads: int = 0,
-        create: SessionFactory | None = None,
-        cache_dir: Path | None = None,
-        inline_below_ns: int = INLINE_BELOW_NS,
-        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
-        verified: Mapping[str, str] | None = None,
+        cls, entry: ModelEntry, options: LoadOptions, verified: Mapping[str, str]
     ) -> LoadedModel:
-        """`verified`: the sha256 of the version's files, as the repository checked them
-        before this load (zooserve/serving/repository_files.py); a search model's library uses them,
-        a model's session needs nothing more."""
-        config = read_serving_config(path.parent.parent)
-        session = open_model_session(path, device, config, intra_op_threads, create, cache_dir)
-        model = cls(name, version, path, session, layout.read_card(path.parent),
-                    max_batch_size, config)
-        model.get_ready(inline_below_ns, max_queue_size)
+        """The ONNX model kind: a version folder's model.onnx, with its folder's card and its
+        model's serving.json, warmed up. `verified`, the sha256 of the files the repository
+        has just checked, is for kinds that read more files; a session needs nothing more."""
+        config = read_serving_config(entry.folder.parent)
+        session = open_model_session(entry.path, config, options)
+        model = cls(entry.name, entry.version, entry.path, session, entry.read_card(),
+                    options.max_batch_size, config)
+        model.get_ready(options.inline_below_ns, options.max_queue_size)
         return model
 
     def get_ready(self, inline_below_ns: int, max_queue_size: int) -> None:
@@ -468,7 +204,7 @@ class LoadedModel:
                 else:
                     self.row_ns = max(0, (median - self.run_ns) // (rows - 1))
         except Exception as exc:
-            self.warm_up_problem = _one_line(exc)
+            self.warm_up_problem = one_line(exc)
             self.run_ns = self.row_ns = 0
             log.warning("warm-up of %s failed (%s); it serves, on a thread", self._who(),
                         self.warm_up_problem)
@@ -477,15 +213,6 @@ class LoadedModel:
         """What the warm-up runs: zeros of every input."""
         return {s.name: _zeros(s, rows) for s in self.inputs}
 
-    def runs_inline(self, rows: int) -> bool:
-        """Whether a run of this many rows is made on the event loop rather than a thread:
-        `execution` in serving.json, or (auto) when the warm-up says it is cheaper than the
-        hand-off."""
-        if self.config.execution != "auto":
-            return self.config.execution == "inline"
-        if not self.run_ns or self.device == "GPU":
-            return False
-        return self.estimate_ns(rows) < self.inline_below_ns
 
     def estimate_ns(self, rows: int) -> int:
         """A run's expected time from the warm-up (0 when it was not timed)."""
@@ -597,28 +324,6 @@ class LoadedModel:
             return self.session.run(names, feeds, options)
         except Exception as exc:  # ONNX Runtime's own errors
             raise _runtime_error(self.name, exc) from exc
-
-
-def open_model_session(
-    model_file: Path, device: str, config: ServingConfig, intra_op_threads: int = 0,
-    create: SessionFactory | None = None, cache_dir: Path | None = None,
-) -> ort.InferenceSession:
-    """The session a repository model runs: its serving.json's own thread count wins over
-    the server's, and sessions share the optimised-model cache."""
-    if config.intra_op_threads is not None:
-        intra_op_threads = config.intra_op_threads
-    if create is None:
-        create = functools.partial(_create_session, cache_dir=cache_dir)
-    return open_session(model_file, device, create=create, intra_op_threads=intra_op_threads)
-
-
-def _shrink_arena_options(device: str):
-    import onnxruntime as ort
-
-    options = ort.RunOptions()
-    arenas = "cpu:0;gpu:0" if device == "GPU" else "cpu:0"
-    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", arenas)
-    return options
 
 
 def _zeros(spec: TensorSpec, rows: int) -> np.ndarray:
