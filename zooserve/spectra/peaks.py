@@ -85,10 +85,10 @@ def parse_peak_list(
     else:
         raise PeakListError(("precursor_mz",), f"{_shown(precursor_mz)} is not a positive m/z "
                             "(leave it out for none)")
-    if id is not None and (isinstance(id, bool) or not isinstance(id, str | numbers.Integral)
-                           or (max_id_length is not None and len(str(id)) > max_id_length)):
-        most = "" if max_id_length is None else f" of at most {max_id_length} characters"
-        raise PeakListError(("id",), f"must be a string or an integer{most}")
+    if id is not None and (isinstance(id, bool) or not isinstance(id, str | numbers.Integral)):
+        raise PeakListError(("id",), "must be a string or an integer")
+    if id is not None and max_id_length is not None and _length(id) > max_id_length:
+        raise PeakListError(("id",), f"is longer than {max_id_length} characters")
     return PeakList(mz_values, intensity_values, precursor,
                     id if id is None or isinstance(id, str) else int(id))
 
@@ -102,14 +102,17 @@ def _numbers(field: str, values: object) -> np.ndarray:
         if values.dtype.kind not in "fiu":
             values = values.tolist()
     elif not isinstance(values, list | tuple):
-        raise PeakListError((field,), f"must be a list of numbers, got {_kind(values)}")
+        raise PeakListError((field,), f"must be a list of numbers, got {kind(values)}")
     if isinstance(values, np.ndarray):
         with np.errstate(over="ignore"):
             array = values.astype(np.float32)
     else:
         if not set(map(type, values)) <= {int, float}:  # (a loop in C) then find the culprit
-            place = next(place for place, value in enumerate(values) if not _is_number(value))
-            raise PeakListError((f"{field}[{place}]",), f"not a number ({_kind(values[place])})")
+            place = next((place for place, value in enumerate(values)
+                          if not _is_number(value)), None)
+            if place is not None:  # (numpy's scalars are numbers too)
+                raise PeakListError((f"{field}[{place}]",),
+                                    f"not a number ({kind(values[place])})")
         with np.errstate(over="ignore"):
             try:
                 array = np.array(values, dtype=np.float64).astype(np.float32)
@@ -120,7 +123,7 @@ def _numbers(field: str, values: object) -> np.ndarray:
     if bad.size:
         place = int(bad[0])
         raise PeakListError((f"{field}[{place}]",), f"{_shown(values[place])} is not a finite "
-                            "number a float32 can hold (NaN, Infinity and numbers beyond about "
+                            "number an FP32 can hold (NaN, Infinity and numbers beyond about "
                             "3.4e38 are refused)")
     return array
 
@@ -133,13 +136,21 @@ def _not_negative(field: str, values: object, array: np.ndarray) -> None:
                             f"{'m/z values' if field == 'mz' else 'intensities'} are 0 or more")
 
 
+def _length(id: str | numbers.Integral) -> float:
+    """An id's characters; an integer too long to write out (str() refuses beyond 4300
+    digits) is counted as too long for any limit."""
+    if isinstance(id, str):
+        return len(id)
+    return len(str(int(id))) if int(id).bit_length() < 10_000 else math.inf
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
 
 
-def _kind(value: object) -> str:
-    """What a value is, in JSON's words where it is one of JSON's (never the value itself:
-    a client's text is not echoed)."""
+def kind(value: object) -> str:
+    """What a value is, in JSON's words where it is one of JSON's ("a string", "null", ...;
+    never the value itself: a client's text is not echoed)."""
     names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
              type(None): "null"}
     if type(value) in names:
@@ -154,7 +165,7 @@ def _shown(value: object) -> str:
         return str(value) if abs(int(value)) < 10**20 else "an integer beyond float32's range"
     if _is_number(value):
         return repr(float(value))
-    return _kind(value)
+    return kind(value)
 
 
 # The answer side
