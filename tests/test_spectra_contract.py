@@ -1,6 +1,5 @@
 """The binning contract (zooserve/spectra/binning.py) that training and serving share, MGF files,
-and
-the zoo's spectrum simulator: one function bins for both sides, the shipped spectra models
+and the zoo's spectrum simulator: one function bins for both sides, the shipped spectra models
 state the contract in their card and ONNX metadata, and bad peak lists are refused with the
 reason."""
 
