@@ -6,12 +6,12 @@ reason."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
+from tests.helpers.paths import MODELS
 from zooserve.spectra.binning import (
     METADATA_KEY,
     ZOO_BINNING,
@@ -29,8 +29,6 @@ from zooserve.spectra.simulator import (
     zoo_chemistry,
 )
 from zooserve.training.data import spectra as training_spectra
-
-MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 @pytest.mark.parametrize("name", ["spectra_embedding", "spectra_similarity"])
