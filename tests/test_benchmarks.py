@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from benchmarks.json_body_memory import REFUSED_BY_LIMITS
-from tests.helpers.paths import ROOT
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _table_rows(text: str, heading: str) -> list[list[str]]:

@@ -103,7 +103,7 @@ import onnxruntime
 from zooserve.serving import onnx_sessions
 from zooserve.protocol.generated import model_config_pb2 as config_pb
 from zooserve.serving.grpc_frontend.messages import model_config
-from zooserve.serving.model_kinds import LoadOptions
+from zooserve.serving.load_options import LoadOptions
 from zooserve.serving.repository import ModelRepository
 from zooserve.serving.server import model_kinds
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from zooserve.repository.layout import ModelEntry, record_files
+from zooserve.serving.load_options import LoadOptions
 from zooserve.serving.loaded_model import TensorSpec
 from zooserve.serving.model_control import EXPLICIT, ModelControl
-from zooserve.serving.model_kinds import LoadOptions
 from zooserve.serving.repository import READY, UNAVAILABLE, UNLOADING, ModelRepository
 from zooserve.serving.serving_config import ServingConfig
 from zooserve.serving.statistics import ModelStatistics

@@ -14,7 +14,7 @@ import pytest
 from zooserve.serving import onnx_sessions
 from zooserve.serving.cpus import CpuLimit
 from zooserve.serving.dataplane import DataPlane
-from zooserve.serving.model_kinds import LoadOptions
+from zooserve.serving.load_options import LoadOptions
 from zooserve.serving.onnx_sessions import (
     CPU,
     CUDA,

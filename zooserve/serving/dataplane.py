@@ -22,9 +22,10 @@ from zooserve.serving import __version__
 from zooserve.serving.batching import Batcher, BatchResult
 from zooserve.serving.cpus import CpuLimit, auto_intra_op_threads, detect_cpu_limit
 from zooserve.serving.inline_runs import inline_limit
+from zooserve.serving.load_options import LoadOptions
 from zooserve.serving.loaded_model import LoadedModel
 from zooserve.serving.model_control import ModelControl
-from zooserve.serving.model_kinds import LoadOptions, ModelKinds
+from zooserve.serving.model_kinds import ModelKinds
 from zooserve.serving.repository import IndexEntry, ModelRepository
 from zooserve.serving.settings import Settings
 from zooserve.serving.statistics import StatisticsSnapshot
@@ -107,6 +108,7 @@ class DataPlane:
         self._control = ModelControl(
             repository, model_control, poll_interval, changed=self.notify_changed,
             release=self.release_model, serving=lambda: not (self._unready or self._closing),
+            in_flight=lambda model: model.inflight,
         )
 
     @classmethod

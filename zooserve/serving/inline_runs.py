@@ -5,10 +5,9 @@ configuration and the repository's log line all read it from here."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from zooserve.serving.loaded_model import LoadedModel
+from zooserve.serving.serving_config import ServingConfig
 
 # A run cheaper than this is made on the event loop that received the request: handing it
 # to a thread and back costs the loop more than the run itself (issue 8's profile: the
@@ -21,13 +20,25 @@ INLINE_BELOW_NS = 150_000
 INLINE_BUDGET_FEW_CORES_NS = 20_000_000
 
 
+class MeasuredModel(Protocol):
+    """What the rule reads of a model: its serving.json, its device, what its runs cost and
+    the limit it was loaded with (`LoadedModel` has them all)."""
+
+    config: ServingConfig
+    device: str
+    run_ns: int
+    inline_below_ns: int
+
+    def estimate_ns(self, rows: int) -> int: ...
+
+
 def inline_limit(cores: int) -> int:
     """The estimated run time below which a run stays on the event loop, for a process with
     this CPU limit (see `runs_inline`)."""
     return INLINE_BUDGET_FEW_CORES_NS if cores < 4 else INLINE_BELOW_NS
 
 
-def runs_inline(model: LoadedModel, rows: int) -> bool:
+def runs_inline(model: MeasuredModel, rows: int) -> bool:
     """Whether a run of this many rows of `model` is made on the event loop rather than a
     thread: `execution` in its serving.json, or (auto) when its warm-up says the run is
     cheaper than the hand-off. A model whose warm-up was not timed, or that runs on a GPU,

@@ -21,7 +21,7 @@ from zooserve.protocol.codecs import object_array
 from zooserve.protocol.datatypes import DATATYPE_BY_ONNX, NUMPY_BY_DATATYPE
 from zooserve.protocol.errors import ErrorKind, ServingError, invalid_argument, one_line, quoted
 from zooserve.serving.inline_runs import INLINE_BELOW_NS
-from zooserve.serving.onnx_sessions import device_of, open_model_session, shrink_arena_options
+from zooserve.serving.onnx_sessions import device_of, open_session, shrink_arena_options
 from zooserve.serving.serving_config import (
     DEFAULT_MAX_QUEUE_SIZE,
     ServingConfig,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # onnxruntime is imported where a session is made, not to rea
     import onnxruntime as ort
 
     from zooserve.repository.layout import ModelEntry
-    from zooserve.serving.model_kinds import LoadOptions
+    from zooserve.serving.load_options import LoadOptions
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,19 @@ class LoadedModel:
             return self.session.run(names, feeds, options)
         except Exception as exc:  # ONNX Runtime's own errors
             raise _runtime_error(self.name, exc) from exc
+
+
+def open_model_session(
+    model_file: Path, config: ServingConfig, options: LoadOptions
+) -> ort.InferenceSession:
+    """The session a repository model runs, on the device and with the threads the server's
+    load options say (its serving.json's own thread count wins); sessions share the
+    optimised-model cache."""
+    threads = options.intra_op_threads
+    if config.intra_op_threads is not None:
+        threads = config.intra_op_threads
+    return open_session(model_file, options.device, create=options.create,
+                        intra_op_threads=threads, cache_dir=options.cache_dir)
 
 
 def _zeros(spec: TensorSpec, rows: int) -> np.ndarray:

@@ -17,12 +17,9 @@ from typing import TYPE_CHECKING
 from zooserve.protocol.errors import one_line
 from zooserve.repository import layout
 from zooserve.serving.onnx_files import external_data_locations
-from zooserve.serving.serving_config import ServingConfig
 
 if TYPE_CHECKING:  # onnxruntime is imported where a session is made, not to read this module
     import onnxruntime as ort
-
-    from zooserve.serving.model_kinds import LoadOptions
 
 log = logging.getLogger(__name__)
 
@@ -173,8 +170,10 @@ def open_session(
     create: SessionFactory | None = None,
     intra_op_threads: int = 0,
     prepare: Callable[[], str] | None = None,
+    cache_dir: Path | None = None,
 ) -> ort.InferenceSession:
-    """Create a session on the device the settings ask for.
+    """Create a session on the device the settings ask for (with zooserve's settings and
+    the optimised-model cache in `cache_dir`, unless `create` makes it).
 
     `auto` tries CUDA when this onnxruntime build has it and falls back to the CPU when the
     CUDA provider cannot really be created (no GPU, no driver): ONNX Runtime then silently
@@ -188,7 +187,7 @@ def open_session(
 
         available = ort.get_available_providers()
     available = list(available)
-    create = create or _create_session
+    create = create or functools.partial(_create_session, cache_dir=cache_dir)
     if device == "tensorrt":
         return _open_tensorrt_session(path, available, create, intra_op_threads, prepare)
     if device == "cpu" or (device == "auto" and CUDA not in available):
@@ -258,19 +257,6 @@ def _open_tensorrt_session(
 def device_of(providers: Sequence[str]) -> str:
     """GPU when the CUDA or TensorRT provider is in use, else CPU (Triton's instance kinds)."""
     return "GPU" if CUDA in providers or TENSORRT in providers else "CPU"
-
-
-def open_model_session(
-    model_file: Path, config: ServingConfig, options: LoadOptions
-) -> ort.InferenceSession:
-    """The session a repository model runs, on the device and with the threads the server's
-    load options say (its serving.json's own thread count wins); sessions share the
-    optimised-model cache."""
-    threads = options.intra_op_threads
-    if config.intra_op_threads is not None:
-        threads = config.intra_op_threads
-    create = options.create or functools.partial(_create_session, cache_dir=options.cache_dir)
-    return open_session(model_file, options.device, create=create, intra_op_threads=threads)
 
 
 def shrink_arena_options(device: str) -> ort.RunOptions:

@@ -31,8 +31,9 @@ from zooserve.repository.layout import (
     version_folders,
 )
 from zooserve.serving.inline_runs import runs_inline
+from zooserve.serving.load_options import LoadOptions
 from zooserve.serving.loaded_model import LoadedModel
-from zooserve.serving.model_kinds import LoadOptions, ModelKinds, served_file
+from zooserve.serving.model_kinds import ModelKinds, served_file
 from zooserve.serving.onnx_sessions import DeviceUnavailable
 from zooserve.serving.repository_files import Boundary, CheckedFiles, check_version
 from zooserve.serving.retiring import RetiringVersions

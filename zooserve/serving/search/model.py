@@ -32,9 +32,13 @@ import numpy as np
 from zooserve.protocol.errors import invalid_argument, quoted
 from zooserve.repository.layout import MODEL_FILE, ModelEntry, read_card
 from zooserve.serving.inline_runs import INLINE_BELOW_NS
-from zooserve.serving.loaded_model import LoadedModel, PreparedRequest, TensorSpec
-from zooserve.serving.model_kinds import LoadOptions
-from zooserve.serving.onnx_sessions import open_model_session
+from zooserve.serving.load_options import LoadOptions
+from zooserve.serving.loaded_model import (
+    LoadedModel,
+    PreparedRequest,
+    TensorSpec,
+    open_model_session,
+)
 from zooserve.serving.repository_files import FileRefused, check_model_file, safe_name
 from zooserve.serving.search.backends import (
     ANN_MIN_RECALL,
