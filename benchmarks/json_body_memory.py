@@ -119,8 +119,7 @@ SHAPES: dict[str, Callable[[int], bytes]] = {
 
 # Shapes no real request has: a limit refuses them whole (duplicate input names, the caps of
 # zooserve/serving/http_frontend/json_tensors.py, the id and shape limits), so their rows measure
-# the
-# refusal and print a note saying so. Every other shape is accepted.
+# the refusal and print a note saying so. Every other shape is accepted.
 REFUSED_BY_LIMITS = {"tiny tensors", "tiny parameters", "long id", "long shape", "BYTES ab",
                      "BYTES nested ab", "objects in data"}
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.echo_repository import build_echo_repository
 from tests.helpers.paths import MODELS, STAND_IN_BASE
 from tests.helpers.server import RunningServer, run_server
 
@@ -36,6 +37,15 @@ def triton(server):
     client = grpcclient.InferenceServerClient(server.url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def echo_zoo_server(tmp_path_factory) -> Iterator[RunningServer]:
+    """A server on penguins, spectra_similarity and an Identity model per datatype
+    (tests/helpers/echo_repository.py), shared by the malformed-request corpora."""
+    tmp = tmp_path_factory.mktemp("echo-zoo")
+    with run_server(build_echo_repository(tmp / "models"), tmp) as running:
+        yield running
 
 
 @pytest.fixture()

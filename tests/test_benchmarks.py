@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.json_body_memory import REFUSED_BY_LIMITS
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.paths import ROOT
 
 
 def _table_rows(text: str, heading: str) -> list[list[str]]:

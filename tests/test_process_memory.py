@@ -1,6 +1,5 @@
 """zooserve/serving/memory.py: large buffers are kept on mmap (glibc), unless the environment
-already
-chose a threshold. Run in fresh interpreters, since mallopt changes the process for good."""
+already chose a threshold. Run in fresh interpreters, since mallopt changes the process for good."""
 
 from __future__ import annotations
 

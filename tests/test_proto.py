@@ -11,14 +11,14 @@ from __future__ import annotations
 import filecmp
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from tritonclient.grpc import model_config_pb2 as triton_config
 from tritonclient.grpc import service_pb2 as triton_service
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers.paths import ROOT
+
 PROTO = ROOT / "proto"
 GENERATED = ROOT / "zooserve" / "protocol" / "generated"
 

@@ -1,7 +1,6 @@
 """The repository folder is a boundary and a card vouches for every file of its version
 (issue 21, item 4; zooserve/serving/repository_files.py), against a real `zooserve serve` process
-with
---model-control explicit, asked by tritonclient.
+with --model-control explicit, asked by tritonclient.
 
 One table of hostile or careless repository versions: links out of the repository (a
 library's entries, a version folder, a model folder, a weights file), manifests and cards

@@ -1,18 +1,17 @@
 """The binning contract (zooserve/spectra/binning.py) that training and serving share, MGF files,
-and
-the zoo's spectrum simulator: one function bins for both sides, the shipped spectra models
+and the zoo's spectrum simulator: one function bins for both sides, the shipped spectra models
 state the contract in their card and ONNX metadata, and bad peak lists are refused with the
 reason."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
+from tests.helpers.paths import MODELS
 from zooserve.spectra.binning import (
     METADATA_KEY,
     ZOO_BINNING,
@@ -30,8 +29,6 @@ from zooserve.spectra.simulator import (
     zoo_chemistry,
 )
 from zooserve.training.data import spectra as training_spectra
-
-MODELS = Path(__file__).resolve().parent.parent / "models"
 
 
 @pytest.mark.parametrize("name", ["spectra_embedding", "spectra_similarity"])

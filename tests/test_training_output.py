@@ -29,13 +29,12 @@ NOISE = ["oneDNN", "absl", "NodeDef", "cpu_feature_guard", "E0000", "W0000", "I0
 
 def _train_penguins(tmp_path: Path, *extra: str) -> str:
     """stdout and stderr of a real `python -m zooserve.training train penguins --epochs 5`, as a
-    user
-    would start it (a fresh process: TensorFlow's C++ logging is set up at import), in which
+    user would start it (a fresh process: TensorFlow's C++ logging is set up at import), in which
     importing TensorFlow writes its AVX-512 start-up lines whatever the CPU."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env = noisy_tensorflow_env(tmp_path / "noise", base=env)
     command = [
-        sys.executable, "-m", "training", "train", "penguins", "--epochs", "5",
+        sys.executable, "-m", "zooserve.training", "train", "penguins", "--epochs", "5",
         "--models", str(tmp_path / "models"), "--ledger", str(tmp_path / "ledger.csv"), *extra,
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("pandas", reason="loaders need the `train` extra")
 pytest.importorskip("matplotlib", reason="the pipeline needs the `train` extra")
 
+from tests.helpers.paths import ROOT  # noqa: E402
 from tests.helpers.spectra_files import write_mgf_library  # noqa: E402
 from zooserve.repository.publish import next_version  # noqa: E402
 from zooserve.training.data.images import DOLLAR_STREET_FILES  # noqa: E402
@@ -22,7 +23,7 @@ from zooserve.training.data.spectra import load_synthetic_spectra  # noqa: E402
 from zooserve.training.recipes import MODEL_NAMES, digits, digits_transfer, lookup, spectra  # noqa: E402
 from zooserve.training.spec import TrainOptions  # noqa: E402
 
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "training.md"
+DOCS = ROOT / "docs" / "training.md"
 
 
 def test_every_name_has_its_recipe():

@@ -17,11 +17,11 @@ import pytest
 onnxruntime = pytest.importorskip("onnxruntime")
 pytest.importorskip("pandas", reason="the loaders need the `train` extra")
 
+from tests.helpers.paths import ROOT  # noqa: E402
 from zooserve.training.data import images, penguins, spectra, weather  # noqa: E402
 from zooserve.training.fitting import score  # noqa: E402
 from zooserve.training.recipes.digits_transfer import TASK_CLASSES, TASK_PER_CLASS  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "models"
 LEDGER = ROOT / "results" / "ledger.csv"
 NAMES = [

@@ -1,19 +1,16 @@
 """Triton's own HTTP client against `zooserve serve`'s HTTP port (real server processes, real
 clients): tritonclient.http with its defaults (the binary tensor data extension both ways),
 and without it; its model-config, statistics and repository-index calls; request and response
-compression; malformed binary requests, each a 400 naming what is wrong, with the server
-still answering; the request-size limit (413); and JSON for a path or method the server
-does not answer."""
+compression; the request-size limit (413); and JSON for a path or method the server does not
+answer. Malformed binary requests and BYTES tensors are in tests/test_http_binary.py."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import socket
-import struct
 import subprocess
 import sys
-import zlib
 
 import httpx
 import numpy as np
@@ -21,11 +18,11 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from tests.helpers.binary_requests import assert_still_serving
 from tests.helpers.paths import MODELS, ROOT
 from tests.helpers.penguin_rows import LABELS, one_of_each
 from tests.helpers.server import run_server
 
-HEADER = "Inference-Header-Content-Length"
 ZOO = sorted(p.name for p in MODELS.iterdir() if p.is_dir())
 
 
@@ -239,207 +236,6 @@ def test_tritonclient_http_and_the_http_frontend_load_no_protobuf_modules():
     assert done.returncode == 0, done.stderr
 
 
-# malformed binary requests: each a 400 that names what is wrong, then a good one
-
-
-def _features(rows: int = 1) -> np.ndarray:
-    return np.tile(np.array([[39.1, 18.7, 181, 3750]], np.float32), (rows, 1))
-
-
-def _binary_request(header: dict, binary: bytes, length: int | str | None = "auto",
-                    extra: bytes = b"") -> tuple[bytes, dict[str, str]]:
-    text = json.dumps(header).encode()
-    headers = {"Content-Type": "application/octet-stream"}
-    if length == "auto":
-        headers[HEADER] = str(len(text))
-    elif length is not None:
-        headers[HEADER] = str(length)
-    return text + binary + extra, headers
-
-
-def _tensor(size, name="features", shape=(1, 4), datatype="FP32", **more) -> dict:
-    tensor = {"name": name, "datatype": datatype, "shape": list(shape)}
-    if size is not None:
-        tensor["parameters"] = {"binary_data_size": size}
-    tensor.update(more)
-    return tensor
-
-
-RAW = _features().tobytes()  # 16 bytes
-
-MALFORMED = [
-    ("header length beyond the body",
-     _binary_request({"inputs": [_tensor(16)]}, RAW, length=10**6), HEADER),
-    ("header length not a number",
-     _binary_request({"inputs": [_tensor(16)]}, RAW, length="sixty"), HEADER),
-    ("negative header length",
-     _binary_request({"inputs": [_tensor(16)]}, RAW, length=-5), HEADER),
-    ("header length cutting the JSON",
-     _binary_request({"inputs": [_tensor(16)]}, RAW, length=10), "JSON header"),
-    ("binary sizes adding up to less than the binary data",
-     _binary_request({"inputs": [_tensor(8)]}, RAW), "binary_data_size"),
-    ("binary sizes adding up to more than the binary data",
-     _binary_request({"inputs": [_tensor(32)]}, RAW), "binary_data_size"),
-    ("a negative binary size",
-     _binary_request({"inputs": [_tensor(-16)]}, RAW), "binary_data_size"),
-    ("a binary size as text",
-     _binary_request({"inputs": [_tensor("16")]}, RAW), "binary_data_size"),
-    ("a binary size as true",
-     _binary_request({"inputs": [_tensor(True)]}, RAW), "binary_data_size"),
-    ("a fractional binary size",
-     _binary_request({"inputs": [_tensor(16.5)]}, RAW), "binary_data_size"),
-    ("binary size and data on one tensor",
-     _binary_request({"inputs": [_tensor(16, data=[1, 2, 3, 4])]}, RAW), '"data"'),
-    ("binary size without the header",
-     _binary_request({"inputs": [_tensor(16)]}, RAW, length=None), HEADER),
-    ("bytes that do not fit the shape",
-     _binary_request({"inputs": [_tensor(12)]}, RAW[:12]), "features"),
-    ("parameters that are not an object",
-     _binary_request({"inputs": [{**_tensor(None), "parameters": [16]}]}, RAW), "parameters"),
-    ("binary_data_output not a boolean",
-     _binary_request({"inputs": [_tensor(16)], "parameters": {"binary_data_output": "yes"}},
-                     RAW), "binary_data_output"),
-    ("an output's binary_data not a boolean",
-     _binary_request({"inputs": [_tensor(16)], "outputs": [
-         {"name": "probabilities", "parameters": {"binary_data": 1}}]}, RAW), "binary_data"),
-    ("the classification extension",
-     _binary_request({"inputs": [_tensor(16)], "outputs": [
-         {"name": "probabilities", "parameters": {"classification": 2}}]}, RAW),
-     "classification"),
-    ("a binary input of the wrong datatype",
-     _binary_request({"inputs": [_tensor(16, datatype="INT32")]}, RAW), "INT32"),
-    ("a binary input the model does not have",
-     _binary_request({"inputs": [_tensor(16, name="flippers")]}, RAW), "flippers"),
-    ("a binary input without a name",
-     _binary_request({"inputs": [{"datatype": "FP32", "shape": [1, 4],
-                                  "parameters": {"binary_data_size": 16}}]}, RAW), "name"),
-    ("a binary input with a shape of text",
-     _binary_request({"inputs": [_tensor(16, shape="1,4")]}, RAW), "shape"),
-    ("one input twice, binary and JSON",
-     _binary_request({"inputs": [_tensor(16), _tensor(None, data=[1, 2, 3, 4])]}, RAW),
-     "more than once"),
-    ("a header that is not an object",
-     _binary_request([_tensor(16)], RAW), "JSON object"),
-    ("a header that is not JSON",
-     (b"{inputs: nope}" + RAW, {HEADER: "14"}), "JSON header"),
-]
-
-
-def _assert_still_serving(http: httpx.Client) -> None:
-    body, headers = _binary_request(
-        {"inputs": [_tensor(16)], "parameters": {"binary_data_output": True}}, RAW)
-    good = http.post("/v2/models/penguins/infer", content=body, headers=headers)
-    assert good.status_code == 200, good.text
-    length = int(good.headers[HEADER])
-    (output,) = json.loads(good.content[:length])["outputs"]
-    probabilities = np.frombuffer(good.content[length:], np.float32)
-    assert output["parameters"]["binary_data_size"] == 12 and probabilities.argmax() == 0
-
-
-@pytest.mark.parametrize(("what", "request_", "named"), MALFORMED,
-                         ids=[case[0] for case in MALFORMED])
-def test_a_malformed_binary_request_is_a_400_naming_the_field(http, what, request_, named):
-    body, headers = request_
-    answer = http.post("/v2/models/penguins/infer", content=body, headers=headers)
-    assert answer.status_code == 400, (what, answer.status_code, answer.text)
-    assert named in answer.json()["error"], answer.json()
-    _assert_still_serving(http)
-
-
-def test_a_huge_name_is_echoed_only_in_part(http):
-    huge = "y" * 100_000
-    for tensor in (_tensor(-1, name=huge), _tensor(16, name=huge, data=[1, 2, 3, 4]),
-                   {**_tensor(None, name=huge), "parameters": 16}):
-        body, headers = _binary_request({"inputs": [tensor]}, RAW)
-        answer = http.post("/v2/models/penguins/infer", content=body, headers=headers)
-        assert answer.status_code == 400 and len(answer.json()["error"]) < 1000, answer.text
-    _assert_still_serving(http)
-
-
-@pytest.mark.parametrize(("encoding", "body", "status", "named"), [
-    ("gzip", b"not gzip at all", 400, "gzip"),
-    ("gzip", gzip.compress(b'{"inputs": []}')[:-6], 400, "gzip"),
-    ("deflate", zlib.compress(b'{"inputs": []}') + b"extra", 400, "deflate"),
-    ("br", b"whatever", 415, "Content-Encoding"),
-])
-def test_a_body_that_does_not_decompress_is_refused(http, encoding, body, status, named):
-    answer = http.post("/v2/models/penguins/infer", content=body,
-                       headers={"Content-Encoding": encoding})
-    assert answer.status_code == status and named in answer.json()["error"], answer.text
-    _assert_still_serving(http)
-
-
-# BYTES tensors: no shipped model has one, so the binary layout is checked on the parser
-
-
-class _BytesModel:
-    """What the binary parser asks of a model, for one BYTES input."""
-
-    name = "texts"
-
-    def input_spec(self, name):
-        from zooserve.protocol.errors import invalid_argument
-        from zooserve.serving.loaded_model import TensorSpec
-
-        if name != "text":
-            raise invalid_argument(f"no input {name!r}")
-        return TensorSpec("text", "BYTES", (-1,))
-
-    def check_datatype(self, spec, declared):
-        from zooserve.protocol.errors import invalid_argument
-
-        if declared != spec.datatype:
-            raise invalid_argument(f"input 'text': datatype {declared} given")
-
-
-def _length_prefixed(items: list[bytes]) -> bytes:
-    return b"".join(struct.pack("<I", len(item)) + item for item in items)
-
-
-def test_binary_bytes_inputs_are_length_prefixed_elements():
-    from zooserve.serving.http_frontend import binary
-
-    items = [b"adelie", b"", "gentoo \u00e9".encode(), b"\x00\xff"]
-    raw = _length_prefixed(items)
-    body, headers = _binary_request(
-        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [4],
-                     "parameters": {"binary_data_size": len(raw)}}]}, raw)
-    request, _ = binary.inference_request(_BytesModel(), body, headers[HEADER])
-    assert request.inputs["text"].tolist() == items
-
-
-@pytest.mark.parametrize("raw", [
-    _length_prefixed([b"adelie", b"gentoo"])[:-1],  # the last element cut short
-    _length_prefixed([b"adelie"]),  # one element for a shape of two
-    _length_prefixed([b"adelie", b"gentoo"]) + b"\x01",  # a stray byte after them
-])
-def test_malformed_binary_bytes_name_the_input(raw):
-    from zooserve.protocol.errors import ServingError
-    from zooserve.serving.http_frontend import binary
-
-    body, headers = _binary_request(
-        {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2],
-                     "parameters": {"binary_data_size": len(raw)}}]}, raw)
-    with pytest.raises(ServingError) as refused:
-        binary.inference_request(_BytesModel(), body, headers[HEADER])
-    assert refused.value.kind.name == "INVALID_ARGUMENT" and "'text'" in refused.value.message
-
-
-def test_binary_bytes_outputs_read_back_with_tritonclient():
-    from zooserve.serving.dataplane import InferenceResponse
-    from zooserve.serving.http_frontend import binary
-
-    texts = np.array([[b"adelie", b""], ["gentoo \u00e9".encode(), b"\x00\xff"]], dtype=object)
-    response = InferenceResponse("texts", 1, {"text": texts, "score": np.ones(2, np.float32)},
-                                 {"text": "BYTES", "score": "FP32"})
-    answer = binary.infer_response(response, binary.OutputChoice(per_output={"text": True}))
-    result = httpclient.InferResult.from_response_body(
-        answer.body, header_length=int(answer.headers[HEADER]))
-    assert result.as_numpy("text").tolist() == texts.tolist()
-    assert result.as_numpy("score").tolist() == [1.0, 1.0]  # JSON, as asked
-    assert "data" in result.get_output("score") and "data" not in result.get_output("text")
-
-
 # the request-size limit
 
 
@@ -474,7 +270,7 @@ def test_a_declared_length_over_the_limit_is_413_before_the_body(server, http):
     status, body = _raw_http(server.http_url, head)  # no byte of the body is ever sent
     assert status == 413
     assert "max_request_bytes" in body["error"] and str(64 * 1024 * 1024) in body["error"]
-    _assert_still_serving(http)
+    assert_still_serving(http)
 
 
 LIMIT = 1024 * 1024
@@ -501,7 +297,7 @@ def test_a_chunked_body_over_the_limit_is_413(small_limit, path):
     status, body = _raw_http(running.http_url, head, _chunked(LIMIT + 128 * 1024))
     assert status == 413, body
     assert "max_request_bytes" in body["error"] and str(LIMIT) in body["error"]
-    _assert_still_serving(plain)
+    assert_still_serving(plain)
 
 
 def test_the_limit_holds_for_declared_and_decompressed_sizes(small_limit):

@@ -5,16 +5,15 @@ the served predictions must reproduce the metric on the model's card."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
+from tests.helpers.paths import MODELS
 from zooserve.training.recipes import lookup
 from zooserve.training.spec import TrainOptions
 
-MODELS = Path(__file__).resolve().parent.parent / "models"
 ZOO = ["penguins", "weather", "digits", "digits_transfer", "spectra_similarity",
        "spectra_embedding"]
 # Spectral libraries served as search models (tests/test_search_served.py asks them).

@@ -36,8 +36,7 @@ def _who(name: str, role: str) -> str:
 
 def check_shape(name: str, shape: Sequence[int], role: str = INPUT) -> tuple[int, ...]:
     """The shape as a tuple, within the limits (zooserve.protocol.limits): at most MAX_RANK axes,
-    none
-    negative, at most MAX_ELEMENTS elements. Checked before anything is sized from it."""
+    none negative, at most MAX_ELEMENTS elements. Checked before anything is sized from it."""
     if len(shape) > MAX_RANK:
         raise invalid_argument(
             f"{_who(name, role)}: shape has {len(shape)} axes, more than the limit of {MAX_RANK}"

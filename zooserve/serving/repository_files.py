@@ -4,8 +4,7 @@ Before a version is opened, every file it would be loaded from is checked here: 
 the model's serving.json, the served file (model.onnx or a library's library.json), each
 file the ONNX model keeps tensor data in (external data), and every file the card records
 (FILES_KEY, zooserve/repository/layout.py). Each must resolve, symbolic links followed, to a regular
-file
-inside the repository folder: links that stay inside are followed, anything that leads out
+file inside the repository folder: links that stay inside are followed, anything that leads out
 (the version or model folder itself included) is refused. A refusal names the file as the
 repository holds it, never where a link leads nor anything about a file outside, and it
 reads the same whether that outside path exists or not: the boundary is decided from the

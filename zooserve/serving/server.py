@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import TYPE_CHECKING
 
 from zooserve.repository.layout import LIBRARY_FILE, MODEL_FILE
 from zooserve.serving.dataplane import DataPlane
@@ -33,9 +32,7 @@ from zooserve.serving.ports import HTTP_PORT, check_port_free
 from zooserve.serving.search.model import SearchModel
 from zooserve.serving.security import Security, load_security
 from zooserve.serving.settings import Settings
-
-if TYPE_CHECKING:
-    from zooserve.serving.workers import WorkerLink
+from zooserve.serving.workers import WorkerLink, serve_workers
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +124,7 @@ def serve(settings: Settings) -> None:
     the parent of that many workers (zooserve.serving.workers)."""
     security = load_security(settings)  # a TLS or token mistake stops here, at once
     if settings.workers > 1:
-        from zooserve.serving.workers import serve_workers
-
-        serve_workers(settings, security)
+        serve_workers(settings, security, serve_worker)
         return
     if not settings.reuse_port:  # with it, a port another server shares is not an error
         check_port_free(settings.host, settings.grpc_port, "gRPC")
@@ -142,5 +137,7 @@ def serve(settings: Settings) -> None:
 
 
 def serve_worker(settings: Settings, worker: WorkerLink) -> None:
-    """One worker of `zooserve serve --workers N`: the same server, on shared ports."""
+    """One worker of `zooserve serve --workers N`: the same server, on shared ports. The
+    parent hands this function to its workers (`serve_workers`), so that workers.py need
+    not import this module, which imports it."""
     asyncio.run(_serve(settings, worker))

@@ -38,6 +38,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
@@ -55,10 +56,16 @@ log = logging.getLogger(__name__)
 EXIT_GRACE_S = 10.0
 
 
-def serve_workers(settings: Settings, security: Security) -> None:
-    """Run `settings.workers` workers until SIGTERM or SIGINT, then drain them all (each
-    worker checks `security` again for itself: the parent says once what is on). Returns
-    when every worker drained and exited 0; raises SystemExit with one line otherwise."""
+# What a worker process runs: `server.serve_worker`, passed in by the server (a module-level
+# function, so the spawn context can send it to the new interpreter by name).
+ServeWorker = Callable[[Settings, "WorkerLink"], None]
+
+
+def serve_workers(settings: Settings, security: Security, serve_worker: ServeWorker) -> None:
+    """Run `settings.workers` workers, each calling `serve_worker`, until SIGTERM or SIGINT,
+    then drain them all (each worker checks `security` again for itself: the parent says
+    once what is on). Returns when every worker drained and exited 0; raises SystemExit with
+    one line otherwise."""
     if settings.model_control == "explicit":
         # A load or unload request reaches the one worker that holds the connection.
         raise SystemExit(
@@ -76,7 +83,7 @@ def serve_workers(settings: Settings, security: Security) -> None:
         http_port=check_port_free(settings.host, http_port, "HTTP"),
     )
     log.info(security.describe())  # said once, by the parent
-    failure = _Supervisor(settings).run()
+    failure = _Supervisor(settings, serve_worker).run()
     if failure:
         raise SystemExit(f"zooserve serve: error: {failure}")
 
@@ -114,7 +121,8 @@ class WorkerLink:
         loop.add_reader(fd, gone)
 
 
-def run_worker(settings: Settings, number: int, connection: Connection) -> None:
+def run_worker(settings: Settings, number: int, connection: Connection,
+               serve_worker: ServeWorker) -> None:
     """A worker process's entry point (spawned by the parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the server takes SIGHUP over
@@ -125,7 +133,6 @@ def run_worker(settings: Settings, number: int, connection: Connection) -> None:
         "%(name)s: %(message)s",
     )
     from zooserve.serving.onnx_sessions import DeviceUnavailable
-    from zooserve.serving.server import serve_worker
 
     link = WorkerLink(number, connection)
     try:
@@ -171,8 +178,9 @@ class _Worker:
 
 
 class _Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, serve_worker: ServeWorker) -> None:
         self.settings = settings
+        self.serve_worker = serve_worker
         self.view = WorkerMetricsSum()
         self.metrics_port = 0
         self.workers: list[_Worker] = []
@@ -212,8 +220,9 @@ class _Supervisor:
             if self.stopping:
                 break
             ours, theirs = context.Pipe()
-            process = context.Process(target=run_worker, args=(self.settings, number, theirs),
-                                      name=f"zooserve-worker-{number}")
+            process = context.Process(
+                target=run_worker, args=(self.settings, number, theirs, self.serve_worker),
+                name=f"zooserve-worker-{number}")
             process.start()
             theirs.close()
             self.workers.append(_Worker(number, process, ours, pid=process.pid))

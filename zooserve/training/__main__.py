@@ -1,5 +1,5 @@
-"""`python -m zooserve.training train NAME` and `python -m zooserve.training results`, as in
-zooserve."""
+"""`python -m zooserve.training train NAME` and `python -m zooserve.training results`, as
+in zooserve."""
 
 import argparse
 import sys

@@ -8,9 +8,9 @@ import argparse
 import contextlib
 from pathlib import Path
 
-# The project root: the build context of a Bento (service/ and bentofile.yaml live there).
+# The project root: the build context of a Bento (zooserve/ and bentofile.yaml live there).
 PROJECT = Path(__file__).resolve().parents[3]
-BENTO_ARGUMENT = "models"  # the Bento argument service.py reads: which stored models to declare
+BENTO_ARGUMENT = "models"  # the Bento argument startup.py reads: which stored models to declare
 
 
 def add_bento_commands(commands: argparse._SubParsersAction) -> None:

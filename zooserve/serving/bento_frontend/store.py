@@ -5,8 +5,8 @@ the BentoML model `<name>:<version>` (model.onnx and card.json as files; the car
 metadata, the labels and task as labels), made with `bentoml.models.create` (bentoml.onnx is
 deprecated in 1.4). A spectral library's version folder (library.json instead of model.onnx,
 zooserve/serving/search/library.py) is stored with every file of its bundle, and records the
+embedding model it was built with under `metadata.requires`: importing some models imports the
 embedding
-model it was built with under `metadata.requires`: importing some models imports the embedding
 models their libraries need, and a service that declares a library declares them too.
 `repository_from_store` lays the stored models out again as `<folder>/<name>/<version>/`
 (symbolic links, no copies), so the core loads them exactly as it loads a repository folder:

@@ -8,8 +8,8 @@ Two request shapes reach the core through here:
   for a one-input model, or a list of KServe v2 tensor objects;
 - the KServe v2 REST one: `{"inputs": [{"name", "datatype", "shape", "data"}]}`.
 
-Element decoding is `zooserve.protocol.codecs`, shared with gRPC, so a mistake reads the same on
-both."""
+Element decoding is `zooserve.protocol.codecs`, shared with gRPC, so a mistake reads the same
+on both."""
 
 from __future__ import annotations
 

@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zooserve.serving.search.backend_protocol import (
+    BackendBase,
     BackendUnavailable,
-    Matches,
-    search_arguments,
+    padded_results,
+    plain_and_windowed,
     sort_rows,
-    to_matches,
-    windowed_rows,
 )
 from zooserve.serving.search.exact import ExactBackend
 
@@ -64,7 +63,7 @@ def load_faiss_index(path: str | Path, ef_search: int = 128) -> faiss.Index:
     return index
 
 
-class FaissBackend:
+class FaissBackend(BackendBase):
     """Approximate search in a faiss HNSW index whose ids are library row numbers.
 
     A query with a precursor window goes to `exact` instead, scoring only the entries inside
@@ -93,22 +92,17 @@ class FaissBackend:
         self._exact = exact
         self.count, self.dim = exact.count, exact.dim
 
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        windows: np.ndarray | None = None,
-        min_score: np.ndarray | None = None,
-    ) -> Matches:
-        """See `SearchBackend.search`; windowed rows are answered exactly."""
+    def _check_open(self) -> None:
         if self._index is None:
             raise RuntimeError("search on a closed FaissBackend")
-        q, k, w, ms = search_arguments(queries, k, windows, min_score, self.dim)
+
+    def _ranked(
+        self, q: np.ndarray, k: int, w: np.ndarray | None, min_score: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Plain rows from the HNSW index; windowed rows answered exactly."""
         b = len(q)
-        indices = np.full((b, k), -1, dtype=np.int64)
-        scores = np.full((b, k), -np.inf, dtype=np.float32)
-        windowed = windowed_rows(w)
-        plain = np.setdiff1d(np.arange(b), windowed, assume_unique=True)
+        indices, scores = padded_results(b, k)
+        plain, windowed = plain_and_windowed(w, b)
         if plain.size:
             dist, labels = self._index.search(np.ascontiguousarray(q[plain]), k)
             indices[plain], scores[plain] = sort_rows(labels.astype(np.int64), dist)
@@ -116,7 +110,7 @@ class FaissBackend:
             indices[windowed], scores[windowed] = self._exact.search_padded(
                 q[windowed], k, w[windowed]
             )
-        return to_matches(indices, scores, ms)
+        return indices, scores
 
     def close(self) -> None:
         """Drop the index (its memory goes once nothing else holds it)."""

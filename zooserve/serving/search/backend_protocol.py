@@ -1,7 +1,9 @@
 """The contract every search backend keeps (`SearchBackend`, its answer `Matches`, and
-`BackendUnavailable` for an extra that is not installed), and the pieces the backends share:
-a search's arguments checked (`search_arguments`, `windowed_rows`) and internal results made
-into `Matches` in the one order all backends answer in (`sort_rows`, `to_matches`)."""
+`BackendUnavailable` for an extra that is not installed), `BackendBase`, the one `search`
+the three backends answer with, and the pieces the backends share:
+a search's arguments checked (`search_arguments`, `plain_and_windowed`) and internal results
+(`padded_results`) made into `Matches` in the one order all backends answer in (`sort_rows`,
+`to_matches`)."""
 
 from __future__ import annotations
 
@@ -89,11 +91,49 @@ def search_arguments(
     return q, _check_k(k), _as_windows(windows, len(q)), _as_min_score(min_score, len(q))
 
 
-def windowed_rows(windows: np.ndarray | None) -> np.ndarray:
-    """Rows whose window filters something (not all NaN)."""
+def plain_and_windowed(windows: np.ndarray | None, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """The query rows of a batch of `b`: those with no window to apply, and those whose window
+    filters something (not all NaN)."""
     if windows is None:
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(~np.isnan(windows).all(axis=1))
+        windowed = np.zeros(0, dtype=np.int64)
+    else:
+        windowed = np.flatnonzero(~np.isnan(windows).all(axis=1))
+    return np.setdiff1d(np.arange(b), windowed, assume_unique=True), windowed
+
+
+def padded_results(b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Internal results for `b` queries before any entry is found: indices int64 [b, k] of -1
+    and scores float32 [b, k] of -inf."""
+    return np.full((b, k), -1, dtype=np.int64), np.full((b, k), -np.inf, dtype=np.float32)
+
+
+class BackendBase:
+    """The `search` every backend answers with: the backend still open (`_check_open`), the
+    arguments checked, each row's k best found by the backend (`_ranked`: sorted, padded with
+    -1 / -inf) and made into `Matches`. A backend sets `dim` and defines `_ranked`."""
+
+    dim: int
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        windows: np.ndarray | None = None,
+        min_score: np.ndarray | None = None,
+    ) -> Matches:
+        """See `SearchBackend.search`."""
+        self._check_open()
+        q, k, w, ms = search_arguments(queries, k, windows, min_score, self.dim)
+        indices, scores = self._ranked(q, k, w, ms)
+        return to_matches(indices, scores, ms)
+
+    def _check_open(self) -> None:
+        """Refuse a search once closed, before its arguments are read."""
+
+    def _ranked(
+        self, q: np.ndarray, k: int, windows: np.ndarray | None, min_score: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
 
 
 def to_matches(indices: np.ndarray, scores: np.ndarray, min_score: np.ndarray | None) -> Matches:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from zooserve.serving.search.backend_protocol import (
-    Matches,
-    search_arguments,
-    to_matches,
-    windowed_rows,
+    BackendBase,
+    padded_results,
+    plain_and_windowed,
 )
 
 # Largest transient score matrix (bytes) one exact-search step makes: a big query batch scores
@@ -58,8 +57,7 @@ class _TopK:
 
     def __init__(self, b: int, k: int) -> None:
         self.k = k
-        self.indices = np.full((b, k), -1, dtype=np.int64)
-        self.scores = np.full((b, k), -np.inf, dtype=np.float32)
+        self.indices, self.scores = padded_results(b, k)
 
     def push(self, s: np.ndarray, rows: np.ndarray | int) -> None:
         """Merge scores `s` float32 [b, n] of library rows `rows` (int64 [n], or an int: the
@@ -88,7 +86,7 @@ class _TopK:
 # Exact
 
 
-class ExactBackend:
+class ExactBackend(BackendBase):
     """Brute-force inner product over the memory-mapped embeddings, with numpy's BLAS.
 
     The matrix is never copied: it is scored in blocks of `block_rows` rows (fewer for a large
@@ -119,17 +117,10 @@ class ExactBackend:
         self._mz_order = order[:known].astype(np.int64, copy=False)
         self._mz_sorted = mz[self._mz_order]
 
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        windows: np.ndarray | None = None,
-        min_score: np.ndarray | None = None,
-    ) -> Matches:
-        """See `SearchBackend.search`."""
-        q, k, w, ms = search_arguments(queries, k, windows, min_score, self.dim)
-        indices, scores = self.search_padded(q, k, w)
-        return to_matches(indices, scores, ms)
+    def _ranked(
+        self, q: np.ndarray, k: int, windows: np.ndarray | None, min_score: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.search_padded(q, k, windows)  # `to_matches` drops what is below min_score
 
     def search_padded(
         self, q: np.ndarray, k: int, windows: np.ndarray | None
@@ -137,10 +128,8 @@ class ExactBackend:
         """Sorted results padded with -1 / -inf (what `ann.FaissBackend` merges with its own)."""
         emb = self._library()
         b = len(q)
-        indices = np.full((b, k), -1, dtype=np.int64)
-        scores = np.full((b, k), -np.inf, dtype=np.float32)
-        windowed = windowed_rows(windows)
-        plain = np.setdiff1d(np.arange(b), windowed, assume_unique=True)
+        indices, scores = padded_results(b, k)
+        plain, windowed = plain_and_windowed(windows, b)
         if plain.size:
             step = self._step(len(plain))
             top = _TopK(len(plain), k)

@@ -17,8 +17,7 @@ match's metadata is decoded only when it is answered.
 A library serves only files its manifest lists and checks: each file it opens must be listed
 under `files`, by a plain name inside the version folder that resolves inside the repository
 folder (zooserve/serving/repository_files.py), with the sha256 it has. A local Qdrant store is a
-live
-database that changes as it is opened: its folder is held to the boundary, not to a hash."""
+live database that changes as it is opened: its folder is held to the boundary, not to a hash."""
 
 from __future__ import annotations
 

@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from zooserve.serving.search.backend_protocol import (
+    BackendBase,
     BackendUnavailable,
-    Matches,
-    search_arguments,
+    padded_results,
     sort_rows,
-    to_matches,
 )
 
 if TYPE_CHECKING:
@@ -92,7 +91,7 @@ def upload_to_qdrant(
         )
 
 
-class QdrantBackend:
+class QdrantBackend(BackendBase):
     """Search in a Qdrant collection made by `upload_to_qdrant` (ids are library row numbers,
     payload `precursor_mz`). One search request per query, sent in batches with
     `query_batch_points`; a window becomes a payload Range filter (inclusive), `min_score` a
@@ -112,21 +111,16 @@ class QdrantBackend:
         vectors = info.config.params.vectors
         self.dim = int(vectors.size)
 
-    def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        windows: np.ndarray | None = None,
-        min_score: np.ndarray | None = None,
-    ) -> Matches:
-        """See `SearchBackend.search`."""
+    def _check_open(self) -> None:
         if self._client is None:
             raise RuntimeError("search on a closed QdrantBackend")
-        q, k, w, ms = search_arguments(queries, k, windows, min_score, self.dim)
+
+    def _ranked(
+        self, q: np.ndarray, k: int, w: np.ndarray | None, ms: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         b = len(q)
         requests = [self._request(q[r], k, w, ms, r) for r in range(b)]
-        indices = np.full((b, k), -1, dtype=np.int64)
-        scores = np.full((b, k), -np.inf, dtype=np.float32)
+        indices, scores = padded_results(b, k)
         for start in range(0, b, _QDRANT_BATCH):
             answers = self._client.query_batch_points(
                 self._collection, requests[start : start + _QDRANT_BATCH]
@@ -135,8 +129,7 @@ class QdrantBackend:
                 points = answer.points[:k]
                 indices[r, : len(points)] = [int(p.id) for p in points]
                 scores[r, : len(points)] = [p.score for p in points]
-        indices, scores = sort_rows(indices, scores)
-        return to_matches(indices, scores, ms)
+        return sort_rows(indices, scores)
 
     def _request(
         self,
