@@ -11,10 +11,12 @@ waits, so a lone request runs at once and batches form only under load.
 Each request keeps what is its own: a deadline that passed while it waited answers it
 DEADLINE_EXCEEDED without running it, a client that went away is skipped, and an error that
 ONNX Runtime raises for a batch is traced to the request that caused it by running the
-batch's requests one by one. The queue is bounded before it: the DataPlane admits at most
-the model's `max_queue_size` requests in flight (and the server's `max_inflight`) and
-refuses the next at once with RESOURCE_EXHAUSTED, so a server under too much load says so
-rather than holding requests until their clients give up.
+batch's requests one by one. The queue is bounded before it: the DataPlane admits a request
+only while fewer than the model's `max_queue_size` wait to run (and fewer than the
+server's `max_inflight` are in flight) and refuses the next at once with
+RESOURCE_EXHAUSTED, so a server under too much load says so rather than holding requests
+until their clients give up. A request stops waiting when a run takes it (`submit`'s
+`started`).
 
 A run cheap enough (see `zooserve.serving.inline_runs`) is made on the event loop itself; any
 other is handed to the inference threads, once per batch."""
@@ -24,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -57,6 +59,7 @@ class _Waiting:
     future: asyncio.Future | None  # None: run at once, outside the queue
     enqueued_ns: int
     deadline: float | None  # time.monotonic() by which the client wants its answer
+    started: Callable[[], object] | None = None  # called when a run takes it
 
 
 class Batcher:
@@ -94,10 +97,15 @@ class Batcher:
             raise outcome
         return outcome
 
-    def submit(self, prepared: PreparedRequest, deadline: float | None) -> asyncio.Future:
-        """Queue one checked request; its future gets a BatchResult or a ServingError."""
+    def submit(
+        self, prepared: PreparedRequest, deadline: float | None,
+        started: Callable[[], object] | None = None,
+    ) -> asyncio.Future:
+        """Queue one checked request; its future gets a BatchResult or a ServingError.
+        `started()` is called when a run takes it from the queue (not for one dropped)."""
         future = self._loop.create_future()
-        self._waiting.append(_Waiting(prepared, future, time.perf_counter_ns(), deadline))
+        self._waiting.append(
+            _Waiting(prepared, future, time.perf_counter_ns(), deadline, started))
         self._rows += prepared.rows
         self._wake()
         if self._filled is not None and self._rows >= self._target_rows:
@@ -175,6 +183,8 @@ class Batcher:
             self._pop()
             batch.append(item)
             rows += item.prepared.rows
+            if item.started is not None:
+                item.started()
         return batch
 
     def _pop(self) -> None:

@@ -1,7 +1,9 @@
 """The verbs every frontend offers: live, ready, metadata, infer, statistics, index.
 
-The DataPlane owns the model repository and the threads inference runs on. It speaks numpy
-and plain data classes; frontends translate their protocol to these calls and back."""
+The DataPlane owns the model repository and the threads inference runs on, and it admits
+requests: it counts each model's requests in flight and waiting (`in_flight`, `waiting`),
+which the metrics and the retiring of old versions read. It speaks numpy and plain data
+classes; frontends translate their protocol to these calls and back."""
 
 from __future__ import annotations
 
@@ -73,6 +75,33 @@ class DrainReport:
 
 
 @dataclass
+class _ModelCounts:
+    """One model's inference requests taken on and not yet answered (`in_flight`), and of
+    those the ones no run has taken yet (`waiting`: being read, decoded or queued)."""
+
+    in_flight: int = 0
+    waiting: int = 0
+
+
+@dataclass(eq=False)
+class Admission:
+    """One inference request taken on for `model`, until it is answered
+    (`DataPlane.admission`). It waits until a run of the model takes it (`start`): only
+    waiting requests count against the model's max_queue_size, as only queued requests
+    count against Triton's."""
+
+    model: LoadedModel
+    counts: _ModelCounts  # its model's, in the DataPlane
+    waiting: bool = True
+
+    def start(self) -> None:
+        """A run took the request (the batcher calls it, once): it no longer waits."""
+        if self.waiting:
+            self.waiting = False
+            self.counts.waiting -= 1
+
+
+@dataclass
 class InferenceResponse:
     model_name: str
     model_version: int
@@ -96,9 +125,12 @@ class DataPlane:
             max_workers=inference_threads, thread_name_prefix="inference"
         )
         self._closing = False
-        self._large_work = threading.Lock()  # see _sized_work
+        self._large_work = threading.Lock()  # see _off_loop_if_large
         self._listeners: list[Callable[[], object]] = []
         self._batchers: dict[tuple[asyncio.AbstractEventLoop, LoadedModel], Batcher] = {}
+        # The DataPlane admits requests, so it counts them per model (only models with a
+        # request in flight have an entry: a retired version leaves none behind).
+        self._counts: dict[LoadedModel, _ModelCounts] = {}
         # Inference requests taken on, answered (with outputs or an error) and refused while
         # draining: `drain` waits until every request taken on is answered.
         self._accepted = 0
@@ -108,7 +140,7 @@ class DataPlane:
         self._control = ModelControl(
             repository, model_control, poll_interval, changed=self.notify_changed,
             release=self.release_model, serving=lambda: not (self._unready or self._closing),
-            in_flight=lambda model: model.inflight,
+            in_flight=self.in_flight,
         )
 
     @classmethod
@@ -234,16 +266,26 @@ class DataPlane:
         return [(m, m.statistics.snapshot()) for m in models]
 
     # inference
-    @property
-    def inflight(self) -> int:
-        """Inference requests taken on and not yet answered, every model together."""
-        return self._accepted - self._answered
+    def in_flight(self, model: LoadedModel | None = None) -> int:
+        """Inference requests taken on and not yet answered: for `model`, or (None) every
+        model together."""
+        if model is None:
+            return self._accepted - self._answered
+        counts = self._counts.get(model)
+        return counts.in_flight if counts else 0
 
-    async def parse(self, parse: Callable[[bytes], T], data: bytes) -> T:
-        """`parse(data)`, off the event loop for a large message (see `_sized_work`)."""
-        return await self._sized_work(len(data), parse, data)
+    def waiting(self, model: LoadedModel) -> int:
+        """`model`'s requests taken on that no run has taken yet (read, decoded, queued):
+        what its max_queue_size limits."""
+        counts = self._counts.get(model)
+        return counts.waiting if counts else 0
 
-    async def _sized_work(self, size: int, work: Callable[..., T], *args) -> T:
+    async def off_loop_if_large(self, work: Callable[[bytes], T], data: bytes) -> T:
+        """`work(data)` for a message: off the event loop when it is large (see
+        `_off_loop_if_large`)."""
+        return await self._off_loop_if_large(len(data), work, data)
+
+    async def _off_loop_if_large(self, size: int, work: Callable[..., T], *args) -> T:
         """`work(*args)`, which decodes or encodes `size` bytes: on the event loop when small;
         from DECODE_OFF_LOOP_BYTES on, on an inference thread, one such piece at a time. Such
         work holds the GIL in long C calls (protobuf parsing, copies), and two at once would
@@ -258,29 +300,33 @@ class DataPlane:
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, alone)
 
-    def _admit(self, model: LoadedModel) -> None:
+    def _admit(self, model: LoadedModel) -> Admission:
         """Take one request on for `model`, or refuse it at once: UNAVAILABLE while the
-        server drains, RESOURCE_EXHAUSTED beyond the server's or the model's limit of
-        requests in flight (the message says which)."""
+        server drains, RESOURCE_EXHAUSTED beyond the server's limit of requests in flight or
+        the model's limit of requests waiting (the message says which)."""
         if self._closing:
             self._refused += 1
             raise unavailable("the server is shutting down; send the request again (to "
                               "another replica)")
-        if self.inflight >= self.max_inflight:
+        if self.in_flight() >= self.max_inflight:
             model.statistics.record_failure(0)  # counted as Triton counts a rejected request
             raise resource_exhausted(
-                f"the server has {self.inflight} inference requests in flight, its limit "
+                f"the server has {self.in_flight()} inference requests in flight, its limit "
                 "(--max-inflight / ZOOSERVE_MAX_INFLIGHT): retry later or at another replica"
             )
-        if model.inflight >= model.max_queue_size:
+        counts = self._counts.get(model) or _ModelCounts()
+        if counts.waiting >= model.max_queue_size:
             model.statistics.record_failure(0)
             raise resource_exhausted(
-                f"model '{model.name}' has {model.inflight} requests in flight, its limit "
-                "(max_queue_size in its serving.json, else --max-queue-size): retry later or "
-                "at another replica"
+                f"model '{model.name}' has {counts.waiting} requests waiting to run, its "
+                "limit (max_queue_size in its serving.json, else --max-queue-size): retry "
+                "later or at another replica"
             )
+        self._counts[model] = counts
         self._accepted += 1
-        model.inflight += 1
+        counts.in_flight += 1
+        counts.waiting += 1
+        return Admission(model, counts)
 
     async def infer(
         self, request: InferenceRequest, encode: Callable[[InferenceResponse], T] | None = None
@@ -300,31 +346,35 @@ class DataPlane:
         """`infer` for a request still in its protocol's form: admitted first (so a refused
         request costs no decoding), then decoded by `decode()` (a message of `size` bytes
         or more on an inference thread, off the event loop), then run."""
-        with self.admission(model):
-            return await self.infer_admitted(model, decode, size, encode)
+        with self.admission(model) as admitted:
+            return await self.infer_admitted(admitted, decode, size, encode)
 
     @contextlib.contextmanager
-    def admission(self, model: LoadedModel) -> Iterator[None]:
+    def admission(self, model: LoadedModel) -> Iterator[Admission]:
         """Take one request on for `model` (or refuse it at once, see `_admit`) for the
         block, which answers it: a frontend that must still read the request (an HTTP body)
         reads it inside, so a refused request costs no reading either."""
-        self._admit(model)
+        admitted = self._admit(model)
         try:
-            yield
+            yield admitted
         finally:
             self._answered += 1
-            model.inflight -= 1
+            admitted.start()  # answered without a run: it waits no more either
+            admitted.counts.in_flight -= 1
+            if not admitted.counts.in_flight:
+                del self._counts[model]
 
     async def infer_admitted(
         self,
-        model: LoadedModel,
+        admitted: Admission,
         decode: Callable[[], InferenceRequest],
         size: int,
         encode: Callable[[InferenceResponse], T] | None = None,
     ) -> T | InferenceResponse:
         """`infer_message` inside an `admission` the caller holds."""
+        model = admitted.model
         # A decoding error is the client's mistake, answered as if never admitted.
-        request = await self._sized_work(size, decode)
+        request = await self._off_loop_if_large(size, decode)
         try:
             prepared = model.prepare(request.inputs, request.requested_outputs,
                                      request.parameters)
@@ -332,7 +382,9 @@ class DataPlane:
             batcher = self._batcher(model)
             result: BatchResult | None = batcher.run_now(prepared)
             if result is None:
-                result = await batcher.submit(prepared, request.deadline)
+                result = await batcher.submit(prepared, request.deadline, admitted.start)
+            else:
+                admitted.start()  # it ran at once, on the event loop
             answered = time.perf_counter_ns()
             datatypes = {name: model.output_datatypes[name] for name in result.outputs}
             response = InferenceResponse(
@@ -343,7 +395,7 @@ class DataPlane:
                 encoded = response
             else:
                 size = sum(a.nbytes for a in result.outputs.values())
-                encoded = await self._sized_work(size, encode, response)
+                encoded = await self._off_loop_if_large(size, encode, response)
         except ServingError:
             model.statistics.record_failure(time.perf_counter_ns() - request.received_ns)
             raise

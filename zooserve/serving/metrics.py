@@ -104,7 +104,7 @@ class ModelMetrics(Collector):
             labels=LABELS,
         )
         for model, _ in rows:
-            in_flight.add_metric([model.name, str(model.version)], model.inflight)
+            in_flight.add_metric([model.name, str(model.version)], self.dataplane.in_flight(model))
         yield in_flight
 
 

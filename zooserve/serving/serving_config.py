@@ -7,7 +7,7 @@ folders (the repository's layout is `zooserve.repository.layout`). Every key is 
         "preferred_batch_sizes": [32],     # stop waiting once this many rows are queued
         "max_batch_size": 64               # rows in one run (defaults to the server's limit)
       },
-      "max_queue_size": 256,               # in flight at once (default: --max-queue-size)
+      "max_queue_size": 256,               # waiting to run at once (default: --max-queue-size)
       "instances": 1,                      # batches of this model running at once
       "intra_op_threads": 2,               # this model's own ONNX Runtime pool (default: shared)
       "execution": "auto"                  # inline | thread | auto (chosen from the warm-up)
@@ -45,7 +45,9 @@ class DynamicBatching:
 @dataclass(frozen=True)
 class ServingConfig:
     dynamic_batching: DynamicBatching = field(default_factory=DynamicBatching)
-    max_queue_size: int | None = None  # None: the server's --max-queue-size
+    # Requests taken on and not yet running (being read, decoded or queued): the next one
+    # beyond it is refused. None: the server's --max-queue-size.
+    max_queue_size: int | None = None
     instances: int = 1
     intra_op_threads: int | None = None  # None: the process-wide pool every model shares
     execution: str = "auto"

@@ -209,8 +209,8 @@ class Settings:
         help="inference requests in flight at once, all models; beyond it RESOURCE_EXHAUSTED")
     max_queue_size: int = setting(
         256, parse=_count,
-        help="each model's requests in flight (queued or running), unless its serving.json "
-        "says; beyond it RESOURCE_EXHAUSTED")
+        help="each model's requests waiting to run (taken on, not yet running), unless its "
+        "serving.json says; beyond it RESOURCE_EXHAUSTED")
     max_request_bytes: int = setting(
         64 * 1024 * 1024, parse=_count, help="largest gRPC message or HTTP body, in bytes")
     # HTTP connections (zooserve/serving/http_frontend/connection.py). The idle timeout is

@@ -79,7 +79,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         received = time.perf_counter_ns()
         cut = None
         if isinstance(request, bytes):
-            request, cut = await self.dataplane.parse(messages.parse_infer_request, request)
+            request, cut = await self.dataplane.off_loop_if_large(
+                messages.parse_infer_request, request)
         return await self._infer(request, received, _deadline(context), cut)
 
     async def ModelStreamInfer(self, request_iterator, context):

@@ -132,7 +132,7 @@ def build_v2_app(
         model = dataplane.model(name, version)
         encoding = request.headers.get("content-encoding", "")
         header = request.headers.get(binary.HEADER)
-        with dataplane.admission(model), budget.hold() as hold:
+        with dataplane.admission(model) as admitted, budget.hold() as hold:
             received = time.perf_counter_ns()
             raw = await body.read_body(request, max_request_bytes, hold)
             choices: list[binary.OutputChoice] = []
@@ -149,7 +149,7 @@ def build_v2_app(
             # about what it inflates to.
             size = len(raw) if body.identity(encoding) else max_request_bytes
             response = await dataplane.infer_admitted(
-                model, decode, size, lambda answer: binary.infer_response(answer, choices[0])
+                admitted, decode, size, lambda answer: binary.infer_response(answer, choices[0])
             )
         return _compressed(response, request.headers.get("accept-encoding", ""))
 
