@@ -125,12 +125,9 @@ class LoadedModel:
         self.intra_op_threads: int = options.intra_op_num_threads
         self.inter_op_threads: int = options.inter_op_num_threads
         self.statistics = ModelStatistics()
-        # Requests taken on for this model and not yet answered (DataPlane.infer keeps it):
-        # admission control reads it, and an unloaded version's session is released at 0.
-        self.inflight = 0
         self._shrink_arena = shrink_arena_options(self.device)
-        # The most requests in flight at once (serving.json's, else the server's default);
-        # more are refused RESOURCE_EXHAUSTED.
+        # The most requests waiting to run at once (serving.json's, else the server's
+        # default); the DataPlane refuses more RESOURCE_EXHAUSTED.
         self.max_queue_size = self.config.max_queue_size or DEFAULT_MAX_QUEUE_SIZE
         # A model batches when every tensor's first axis is free: the request's batch, and
         # the dynamic batcher's, which stacks requests along it.
