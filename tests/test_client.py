@@ -23,7 +23,8 @@ import zooserve
 from tests.helpers.counting_stub import CountingStub
 from tests.helpers.paths import MODELS, ROOT
 from tests.helpers.penguin_rows import FEATURES, LABELS
-from tests.helpers.server import run_server
+from tests.helpers.pki import make_pki, run_tls_server
+from tests.helpers.server import free_port, run_server
 from zooserve import ClientError
 
 # One penguin of each species (palmerpenguins rows 0, 152 and 220), in the card's order.
@@ -186,8 +187,6 @@ def test_a_timeout_is_deadline_exceeded(client):
 
 
 def test_a_server_that_is_not_there_is_unavailable():
-    from tests.helpers.server import free_port
-
     with zooserve.Client(f"127.0.0.1:{free_port()}", timeout=5) as nowhere:
         error = raised(lambda: nowhere.predict("penguins", ROWS))
     assert error.code == "UNAVAILABLE"
@@ -272,16 +271,12 @@ TLS_TOKEN = "zooserve-client-test-token-7d2e"
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    from tests.helpers.pki import make_pki
-
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
 def secure(pki, tmp_path_factory):
     """Mutual TLS and a bearer token, on penguins only."""
-    from tests.helpers.pki import run_tls_server
-
     tmp = tmp_path_factory.mktemp("secure-client")
     repo = tmp / "models"
     shutil.copytree(MODELS / "penguins", repo / "penguins")
