@@ -12,6 +12,7 @@ import time
 import grpc
 import httpx
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
@@ -26,6 +27,7 @@ def _image_input(image: np.ndarray) -> grpcclient.InferInput:
     return tensor
 
 
+@pytest.mark.slow  # a drain of several seconds
 def test_sigterm_answers_the_request_in_flight_and_refuses_new_ones(tmp_path, copy_model):
     repo = copy_model("digits")
     hold_lone_requests(repo / "digits")  # in flight while the drain is watched
@@ -77,6 +79,7 @@ def test_sigterm_answers_the_request_in_flight_and_refuses_new_ones(tmp_path, co
     assert found.groups() == ("1", "1", "1")
 
 
+@pytest.mark.slow  # a drain of several seconds
 def test_under_load_every_request_sent_before_sigterm_is_answered(tmp_path):
     """32 clients keep penguins busy; SIGTERM with a 3 s drain delay. Every request sent
     before the signal gets OK; once health reads NOT_SERVING requests are still answered;

@@ -8,6 +8,7 @@ import hashlib
 import json
 
 import numpy as np
+import pytest
 import tritonclient.grpc as grpcclient
 
 from tests.helpers.cli import zooserve
@@ -15,6 +16,7 @@ from tests.helpers.penguin_rows import LABELS, one_of_each
 from tests.helpers.server import run_server
 
 
+@pytest.mark.slow  # trains with TensorFlow
 def test_train_export_serve_predict(tmp_path):
     repo, ledger = tmp_path / "models", tmp_path / "ledger.csv"
     trained = zooserve("train", "penguins", "--models", str(repo), "--epochs", "3",

@@ -54,6 +54,7 @@ def tutorial(tmp_path_factory):
         yield folder, port, printed, env
 
 
+@pytest.mark.slow  # the tutorial trains and exports with TensorFlow
 def test_the_colleague_gets_the_species_keras_predicts(tutorial):
     folder, _, printed, env = tutorial
     answer = ast.literal_eval(printed["predict_species.py"].strip())
@@ -69,6 +70,7 @@ def test_the_colleague_gets_the_species_keras_predicts(tutorial):
     assert set(answer) <= {"Adelie", "Chinstrap", "Gentoo"}
 
 
+@pytest.mark.slow  # the tutorial trains and exports with TensorFlow
 def test_the_training_script_prints_the_labels_the_export_was_given(tutorial):
     folder, _, printed, _ = tutorial
     assert printed["train_penguins.py"].strip() == "species: ['Adelie', 'Chinstrap', 'Gentoo']"
@@ -77,6 +79,7 @@ def test_the_training_script_prints_the_labels_the_export_was_given(tutorial):
     assert "--labels Adelie,Chinstrap,Gentoo" in page
 
 
+@pytest.mark.slow  # the tutorial trains and exports with TensorFlow
 def test_the_card_says_where_the_model_came_from(tutorial):
     folder, _, _, _ = tutorial
     card = json.loads((folder / "my_models" / "my_penguins" / "1" / "card.json").read_text())
@@ -92,6 +95,7 @@ def test_the_card_says_where_the_model_came_from(tutorial):
     assert "my_penguins" in ledger
 
 
+@pytest.mark.slow  # the tutorial trains and exports with TensorFlow
 def test_the_page_shows_the_start_of_the_colleagues_answer(tutorial):
     _, _, printed, _ = tutorial
     answer = ast.literal_eval(printed["predict_species.py"].strip())

@@ -42,6 +42,7 @@ def _train_penguins(tmp_path: Path, *extra: str) -> str:
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow  # trains with TensorFlow
 def test_quiet_run_is_a_few_readable_lines(tmp_path):
     output = _train_penguins(tmp_path)
     lines = [line for line in output.splitlines() if line.strip()]
@@ -56,6 +57,7 @@ def test_quiet_run_is_a_few_readable_lines(tmp_path):
     assert len(lines) <= 8, output
 
 
+@pytest.mark.slow  # trains with TensorFlow
 def test_verbose_run_keeps_keras_output(tmp_path):
     output = _train_penguins(tmp_path, "--verbose")
     assert all(f"Epoch {n}/5" in output for n in range(1, 6)), output
@@ -65,6 +67,7 @@ def test_verbose_run_keeps_keras_output(tmp_path):
     assert f"wrote {tmp_path / 'models' / 'penguins' / '1'}" in output
 
 
+@pytest.mark.slow  # trains with TensorFlow
 def test_the_start_up_lines_reach_stderr_when_nothing_filters_them(tmp_path):
     """The check above can fail: a plain import in the same environment shows every line."""
     env = noisy_tensorflow_env(tmp_path / "noise")

@@ -41,6 +41,10 @@ QUICK = ["--epochs", "1", "--subset", "64"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+# Every recipe trained for real (TensorFlow): minutes.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory) -> dict:
     """Train every model once, tiny, into a temporary repository and ledger."""

@@ -150,6 +150,7 @@ def test_a_stopped_worker_does_not_fail_the_scrape(two_workers):
     assert after[(*fresh, (("worker", "2"),))] == 1
 
 
+@pytest.mark.slow  # a drain of several seconds in every worker
 def test_sigterm_drains_every_worker_and_the_parent_exits_0(tmp_path):
     repository = tmp_path / "models"
     for name in ("digits", "penguins"):
