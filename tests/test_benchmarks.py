@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.json_body_memory import REFUSED_BY_LIMITS
 from tests.helpers.paths import ROOT
 
@@ -36,6 +38,7 @@ def _number(cell: str) -> float:
     return float(match.group(1).replace(",", ""))
 
 
+@pytest.mark.slow  # 20-35 s: three servers measured in turn
 def test_tiny_run_writes_the_tables(tmp_path: Path) -> None:
     output = tmp_path / "BENCHMARKS.md"
     kept = "<!-- kept: library_search -->\n## Search\nfigures\n<!-- /kept: library_search -->"
@@ -66,6 +69,7 @@ def test_tiny_run_writes_the_tables(tmp_path: Path) -> None:
     assert (tmp_path / "points.json").exists()
 
 
+@pytest.mark.slow  # 20 s: a library built, then served and searched exact and ann
 def test_the_library_search_benchmark_runs_and_writes_its_section(tmp_path: Path) -> None:
     """benchmarks/library_search.py at a toy size: every table gets its rows and the section
     replaces the previous one between its markers."""
