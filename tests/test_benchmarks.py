@@ -38,7 +38,7 @@ def _number(cell: str) -> float:
     return float(match.group(1).replace(",", ""))
 
 
-@pytest.mark.slow  # 20-35 s: three servers measured in turn
+@pytest.mark.slow  # 20-35 s: raw ONNX Runtime, the bare gRPC floor and zooserve measured in turn
 def test_tiny_run_writes_the_tables(tmp_path: Path) -> None:
     output = tmp_path / "BENCHMARKS.md"
     kept = "<!-- kept: library_search -->\n## Search\nfigures\n<!-- /kept: library_search -->"
