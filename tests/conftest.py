@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.echo_repository import build_echo_repository
+from tests.helpers.hostile import run_hostile_server
 from tests.helpers.paths import MODELS, STAND_IN_BASE
 from tests.helpers.server import RunningServer, run_server
 
@@ -45,6 +46,14 @@ def echo_zoo_server(tmp_path_factory) -> Iterator[RunningServer]:
     (tests/helpers/echo_repository.py), shared by the malformed-request corpora."""
     tmp = tmp_path_factory.mktemp("echo-zoo")
     with run_server(build_echo_repository(tmp / "models"), tmp) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> Iterator[RunningServer]:
+    """A server with short HTTP limits (tests/helpers/hostile.py), one per test module of
+    the hostile-HTTP tests."""
+    with run_hostile_server(tmp_path_factory.mktemp("hostile")) as running:
         yield running
 
 

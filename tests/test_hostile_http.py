@@ -29,7 +29,6 @@ from tests.helpers.hostile import (
     assert_serving,
     head,
     infer,
-    run_hostile_server,
 )
 from tests.helpers.raw_http import (
     AFTER_ANSWER,
@@ -38,13 +37,6 @@ from tests.helpers.raw_http import (
     chunk,
     request,
 )
-
-
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
-    with run_hostile_server(tmp_path_factory.mktemp("hostile")) as running:
-        yield running
-
 
 # The table
 

@@ -32,17 +32,9 @@ from tests.helpers.hostile import (
     head,
     infer,
     penguins_only,
-    run_hostile_server,
 )
 from tests.helpers.raw_http import Connection, Response, chunk, exchange, request
 from tests.helpers.server import RunningServer, hold_lone_requests, run_server
-
-
-@pytest.fixture(scope="module")
-def hostile(tmp_path_factory):
-    with run_hostile_server(tmp_path_factory.mktemp("hostile")) as running:
-        yield running
-
 
 # Many connections at once
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from tests.helpers.echo_repository import save_version_1
 from tests.helpers.paths import MODELS, ROOT
 from tests.helpers.server import free_port
 
@@ -33,7 +34,6 @@ def build_two_input_model(repository: Path, bins: int = 8) -> None:
     """`<repository>/spectra_similarity/1/`: similarity = sum(spectrum_a * spectrum_b)."""
     import json
 
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
@@ -50,12 +50,7 @@ def build_two_input_model(repository: Path, bins: int = 8) -> None:
         [helper.make_tensor_value_info("similarity", TensorProto.FLOAT, ["batch", 1])],
         [axes],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    folder = repository / TWO_INPUT / "1"
-    folder.mkdir(parents=True)
-    onnx.save(model, folder / "model.onnx")
+    folder = save_version_1(repository, TWO_INPUT, graph)
     card = {"name": TWO_INPUT, "version": 1, "task": "similarity",
             "description": "test stand-in: the dot product of two spectra"}
     (folder / "card.json").write_text(json.dumps(card))

@@ -21,7 +21,6 @@ ECHO_TYPES = {
 def build_identity_model(repository: Path, name: str, onnx_type: int) -> None:
     """`<repository>/<name>/1/`: an Identity graph, input `value` and output `same`, both
     [-1, 2] of `onnx_type`."""
-    import onnx
     from onnx import helper
 
     graph = helper.make_graph(
@@ -30,12 +29,22 @@ def build_identity_model(repository: Path, name: str, onnx_type: int) -> None:
         [helper.make_tensor_value_info("value", onnx_type, ["batch", 2])],
         [helper.make_tensor_value_info("same", onnx_type, ["batch", 2])],
     )
+    save_version_1(repository, name, graph)
+
+
+def save_version_1(repository: Path, name: str, graph) -> Path:
+    """`graph` as `<repository>/<name>/1/model.onnx` (opset 17, IR 9, checked): the version
+    folder."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 9
     onnx.checker.check_model(model)
     folder = repository / name / "1"
     folder.mkdir(parents=True)
     onnx.save(model, folder / "model.onnx")
+    return folder
 
 
 def echo_model(datatype: str) -> str:
