@@ -230,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_image_commands(commands)
 
+    from zooserve.registry.cli import add_registry_commands
+
+    add_registry_commands(commands)
+
     try:
         from zooserve.serving.search.cli import add_library_commands
     except ImportError:  # a client-only install

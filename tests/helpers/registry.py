@@ -52,8 +52,8 @@ class RunningRegistry:
     def docker_config(self, user: str = USER, password: str = PASSWORD) -> Path:
         """A folder holding a Docker `config.json` with this registry's credentials, as
         `docker login` writes it (for DOCKER_CONFIG)."""
-        folder = self.tmp / f"docker-config-{user}"
-        folder.mkdir(exist_ok=True)
+        folder = self.tmp / f"docker-config-{user}-{len(list(self.tmp.glob('docker-config-*')))}"
+        folder.mkdir()
         auth = base64.b64encode(f"{user}:{password}".encode()).decode()
         (folder / "config.json").write_text(json.dumps({"auths": {self.host: {"auth": auth}}}))
         return folder

@@ -69,13 +69,20 @@ def next_version(model_folder: Path, overwrite: bool) -> int:
 
 
 @contextmanager
-def publish_version(model_folder: Path, *, overwrite: bool = False) -> Iterator[Staged]:
+def publish_version(model_folder: Path, *, overwrite: bool = False,
+                    version: int | None = None) -> Iterator[Staged]:
     """Stage a new version of `model_folder`, then rename it into place when the block ends
-    without an exception; on one, leave nothing behind. See the module's docstring."""
+    without an exception; on one, leave nothing behind. See the module's docstring.
+
+    `version`: publish under exactly this number, which must be free (PublishError if not),
+    instead of the next one: a pulled library's embedding model must keep the number the
+    library names it by."""
     created = _missing_folders(model_folder)
     with _publishing_lock(model_folder):
         try:
-            version = next_version(model_folder, overwrite)
+            if version is not None and version in version_folders(model_folder):
+                raise PublishError(f"{model_folder / str(version)} already exists")
+            version = version if version is not None else next_version(model_folder, overwrite)
             target = model_folder / str(version)
             staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=model_folder))
             try:
