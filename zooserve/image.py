@@ -1,5 +1,6 @@
 """`zooserve image build`: the project's Dockerfile built with the right arguments, so that a
-model (or the whole zoo) becomes a container image in one command.
+model (or the whole zoo) becomes a container image in one command; with `--model-only`, an
+image of the model version folders alone (zooserve/model_image.py).
 
 The image is labelled with the models it carries (name, version and the sha256 of each
 model.onnx), which `docker image inspect` shows to whoever receives it."""
@@ -17,8 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from zooserve.model_image import MODELS_LABEL, build_model_image
+
 ROOT = Path(__file__).resolve().parent.parent
-MODELS_LABEL = "io.zooserve.models"
 CUDA_REQUIREMENTS = {"13": "requirements-gpu-cuda13.txt", "12": "requirements-gpu-cuda12.txt"}
 
 
@@ -153,9 +155,17 @@ def image_size(docker: str, tag: str) -> int:
 
 
 def build(args: argparse.Namespace) -> int:
-    docker = os.environ.get("DOCKER") or shutil.which("docker")
+    named = os.environ.get("DOCKER")
+    docker = shutil.which(named) if named else shutil.which("docker")
     if docker is None:
-        raise SystemExit("zooserve image build: error: no `docker` on PATH (or set DOCKER)")
+        raise SystemExit(f"zooserve image build: error: DOCKER={named} is no executable"
+                         if named else "zooserve image build: error: no `docker` on PATH "
+                         "(or set DOCKER)")
+    if args.model_only:
+        return _build_model_only(docker, args)
+    if args.repository is not None:
+        raise SystemExit("zooserve image build: error: --repository is for --model-only: the "
+                         "server image carries the project's models/")
     try:
         plan = plan_build(ROOT / "models", args.models, args.tag, args.gpu, args.base, args.cuda)
     except ImageError as exc:
@@ -173,6 +183,17 @@ def build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_model_only(docker: str, args: argparse.Namespace) -> int:
+    if args.gpu:
+        raise SystemExit("zooserve image build: error: --gpu is for the server image: a "
+                         "model-only image holds files and runs nothing")
+    root = Path(args.repository) if args.repository else ROOT / "models"
+    plan, seconds = build_model_image(docker, root, args.models or [], args.tag)
+    size = image_size(docker, plan.tag)
+    print(f"{plan.tag}  {size / 1e6:.2f} MB  built in {seconds:.0f} s")
+    return 0
+
+
 def add_image_commands(commands: argparse._SubParsersAction) -> None:
     image = commands.add_parser("image", help="build a container image carrying the models")
     actions = image.add_subparsers(dest="image_command", required=True)
@@ -181,13 +202,28 @@ def add_image_commands(commands: argparse._SubParsersAction) -> None:
         help="docker build the image (CPU, or --gpu) with all models or the ones named",
         description="Builds the project's Dockerfile. The image serves its models with "
         "`zooserve serve` on gRPC port 8001 (metrics on 8002). Without --tag the image is "
-        "zooserve:cpu (or :gpu), or zooserve-<models>:cpu when models are named.",
+        "zooserve:cpu (or :gpu), or zooserve-<models>:cpu when models are named. With "
+        "--model-only, an image FROM scratch holding only the named version folders at "
+        "/models/<name>/<version>/, labelled like a pushed artifact "
+        "(zooserve-model-<name>:<version> unless --tag).",
     )
     build_parser.add_argument(
-        "--models", nargs="+", metavar="NAME",
-        help="the models of the project's models/ that the image carries [all]",
+        "--models", nargs="+", metavar="NAME[:VERSION]",
+        help="the models of the project's models/ that the image carries [all]; with "
+        "--model-only, the versions (the highest when none is given)",
     )
-    build_parser.add_argument("--tag", help="image name:tag [zooserve:cpu]")
+    build_parser.add_argument(
+        "--model-only", action="store_true",
+        help="an image of the model files alone (no OS, no Python), to mount as a volume "
+        "beside the server image",
+    )
+    build_parser.add_argument(
+        "--repository", metavar="DIR",
+        help="with --model-only: the model repository to take the versions from "
+        "[the project's models/]",
+    )
+    build_parser.add_argument(
+        "--tag", help="image name:tag [zooserve:cpu; zooserve-model-<name>:<version>]")
     build_parser.add_argument("--gpu", action="store_true", help="the CUDA image (onnxruntime-gpu)")
     build_parser.add_argument(
         "--cuda", default="13", choices=sorted(CUDA_REQUIREMENTS),
