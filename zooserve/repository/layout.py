@@ -29,6 +29,13 @@ SERVING_FILE = "serving.json"
 # The card's record of every file in its version folder but itself: relative path (with
 # `/` between folders) -> sha256. A load checks them (zooserve/serving/repository_files.py).
 FILES_KEY = "files"
+# The version's OpenSSF model-signing signature (zooserve/repository/signing.py). It covers
+# every file of the folder, the card included, so the card cannot record it in turn.
+SIGNATURE_FILE = "model.sig"
+# A library's local Qdrant store (zooserve/serving/search/library_build.py writes it): it
+# changes as it is opened, so neither the card's FILES_KEY nor a signature covers it; it is
+# held to the repository's boundary instead.
+LIBRARY_STORE_FOLDER = "qdrant"
 
 # Triton's rule: a version folder is a positive number written in ASCII digits without a
 # leading zero (`007` is ignored), and it must fit the protocol's int64 (at most 18 digits
@@ -103,9 +110,10 @@ def sha256_of_file(path: Path) -> str:
 
 def file_hashes(version_dir: Path, skip: Iterable[str] = ()) -> dict[str, str]:
     """The sha256 of every file under a version folder, by relative path, for its card's
-    FILES_KEY: all but the card itself and the top-level entries named in `skip` (a
-    library's live Qdrant store, which changes as it is opened)."""
-    left_out = {CARD_FILE, *skip}
+    FILES_KEY: all but the card itself, its signature and the top-level entries named in
+    `skip` (a library's live Qdrant store, LIBRARY_STORE_FOLDER, which changes as it is
+    opened)."""
+    left_out = {CARD_FILE, SIGNATURE_FILE, *skip}
     hashes = {}
     for path in sorted(version_dir.rglob("*")):
         name = path.relative_to(version_dir).as_posix()

@@ -23,6 +23,7 @@ import numpy as np
 from zooserve.repository.layout import (
     FILES_KEY,
     LIBRARY_FILE,
+    LIBRARY_STORE_FOLDER,
     MODEL_FILE,
     file_hashes,
     model_name_problem,
@@ -47,7 +48,6 @@ from zooserve.spectra.binning import METADATA_KEY, Binning, PeakProblem, bin_pea
 from zooserve.spectra.mgf import read_mgf
 
 DEFAULT_BATCH = 512
-QDRANT_FOLDER = "qdrant"
 # Fields of an MGF header that become an entry's own keys rather than copies.
 _OWN_FIELDS = {"TITLE", "PEPMASS"}
 
@@ -147,7 +147,7 @@ def build_library(
         card = _card(manifest, sha256_of_file(staging / LIBRARY_FILE))
         # Every file of the bundle; a local Qdrant store changes as it is opened, so it is
         # held to the repository's boundary, not to a sha256.
-        card[FILES_KEY] = file_hashes(staging, skip=(QDRANT_FOLDER,))
+        card[FILES_KEY] = file_hashes(staging, skip=(LIBRARY_STORE_FOLDER,))
         write_card(staging, card)
     target = staged.target
     return BuildReport(target, manifest["count"], manifest["source"]["skipped"],
@@ -253,7 +253,7 @@ def _backend(kind: str, qdrant: str | None, staging: Path, manifest: dict,
         _say(progress, f"ANN index: recall@10 {recall:.4f} against exact search")
         return {"kind": "ann", **measured}
     # A Qdrant engine at a URL, else a local Qdrant store in the bundle's own folder.
-    location = qdrant or QDRANT_FOLDER
+    location = qdrant or LIBRARY_STORE_FOLDER
     client = backends.open_qdrant(location if qdrant else str(staging / location))
     collection = f"{manifest['name']}-{manifest['version']}"
     try:
