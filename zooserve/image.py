@@ -18,7 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from zooserve.model_image import MODELS_LABEL, build_model_image
+from zooserve.model_image import (
+    MODELS_LABEL,
+    ModelImageError,
+    build_model_image,
+    plan_model_image,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CUDA_REQUIREMENTS = {"13": "requirements-gpu-cuda13.txt", "12": "requirements-gpu-cuda12.txt"}
@@ -154,15 +159,20 @@ def image_size(docker: str, tag: str) -> int:
     return int(done.stdout.strip()) if done.returncode == 0 else -1
 
 
-def build(args: argparse.Namespace) -> int:
+def _docker() -> str:
+    """The docker client to run: $DOCKER, else the one on PATH."""
     named = os.environ.get("DOCKER")
     docker = shutil.which(named) if named else shutil.which("docker")
     if docker is None:
         raise SystemExit(f"zooserve image build: error: DOCKER={named} is no executable"
                          if named else "zooserve image build: error: no `docker` on PATH "
                          "(or set DOCKER)")
+    return docker
+
+
+def build(args: argparse.Namespace) -> int:
     if args.model_only:
-        return _build_model_only(docker, args)
+        return _build_model_only(args)
     if args.repository is not None:
         raise SystemExit("zooserve image build: error: --repository is for --model-only: the "
                          "server image carries the project's models/")
@@ -170,6 +180,7 @@ def build(args: argparse.Namespace) -> int:
         plan = plan_build(ROOT / "models", args.models, args.tag, args.gpu, args.base, args.cuda)
     except ImageError as exc:
         raise SystemExit(f"zooserve image build: error: {exc}") from None
+    docker = _docker()
     print(f"building {plan.tag} ({plan.target}) with {plan.models_label}", file=sys.stderr)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as folder:
@@ -183,12 +194,18 @@ def build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_model_only(docker: str, args: argparse.Namespace) -> int:
+def _build_model_only(args: argparse.Namespace) -> int:
+    """The request is checked against the repository before docker is looked for."""
     if args.gpu:
         raise SystemExit("zooserve image build: error: --gpu is for the server image: a "
                          "model-only image holds files and runs nothing")
     root = Path(args.repository) if args.repository else ROOT / "models"
-    plan, seconds = build_model_image(docker, root, args.models or [], args.tag)
+    try:
+        plan = plan_model_image(root, args.models or [], args.tag)
+    except ModelImageError as exc:
+        raise SystemExit(f"zooserve image build: error: {exc}") from None
+    docker = _docker()
+    seconds = build_model_image(docker, plan)
     size = image_size(docker, plan.tag)
     print(f"{plan.tag}  {size / 1e6:.2f} MB  built in {seconds:.0f} s")
     return 0

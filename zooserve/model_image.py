@@ -183,14 +183,9 @@ def build_command(docker: str, plan: ModelImagePlan, context: Path) -> list[str]
     return [*command, str(context)]
 
 
-def build_model_image(docker: str, root: Path, specs: list[str],
-                      tag: str | None) -> tuple[ModelImagePlan, float]:
-    """Build the image; the plan and the seconds it took. Every mistake is one line
-    (SystemExit)."""
-    try:
-        plan = plan_model_image(root, specs, tag)
-    except ModelImageError as exc:
-        raise SystemExit(f"zooserve image build: error: {exc}") from None
+def build_model_image(docker: str, plan: ModelImagePlan) -> float:
+    """Build the planned image; the seconds it took. A failed build is one line
+    (SystemExit) with docker's own reason."""
     carried = ", ".join(f"{v.name}:{v.version}" for v in plan.versions)
     print(f"building {plan.tag} (model-only) with {carried}", file=sys.stderr)
     for note in plan.notes:
@@ -204,7 +199,7 @@ def build_model_image(docker: str, root: Path, specs: list[str],
     if done.returncode != 0:
         raise SystemExit(f"zooserve image build: error: docker build failed: "
                          f"{_reason(done)}")
-    return plan, time.monotonic() - started
+    return time.monotonic() - started
 
 
 def _reason(done: subprocess.CompletedProcess) -> str:
