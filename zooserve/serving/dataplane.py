@@ -24,7 +24,7 @@ from zooserve.serving import __version__
 from zooserve.serving.batching import Batcher, BatchResult
 from zooserve.serving.cpus import CpuLimit, auto_intra_op_threads, detect_cpu_limit
 from zooserve.serving.inline_runs import inline_limit
-from zooserve.serving.load_options import LoadOptions
+from zooserve.serving.load_options import LoadOptions, signature_keys
 from zooserve.serving.loaded_model import LoadedModel
 from zooserve.serving.model_control import ModelControl
 from zooserve.serving.model_kinds import ModelKinds
@@ -157,6 +157,7 @@ class DataPlane:
             intra_op_threads=ort_threads(settings, cpu_limit), cache_dir=settings.cache_dir,
             inline_below_ns=inline_limit(max(1, cpu_limit.cores // settings.workers)),
             max_queue_size=settings.max_queue_size,
+            verify_keys=signature_keys(settings.verify_key),
         )
         repository = ModelRepository(settings.models, kinds, options,
                                      require_all=settings.require_all_models)

@@ -4,15 +4,21 @@ to each model kind's load (`zooserve.serving.model_kinds`)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zooserve.repository.signing import SigningError, verify_keys
 from zooserve.serving.inline_runs import INLINE_BELOW_NS
 from zooserve.serving.serving_config import DEFAULT_MAX_QUEUE_SIZE
+from zooserve.serving.settings import SettingsError, named
 
 if TYPE_CHECKING:
     from zooserve.serving.onnx_sessions import SessionFactory
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,3 +35,23 @@ class LoadOptions:
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE
     # Makes the ONNX Runtime sessions (None: the real ones); tests stand in for a GPU with it.
     create: SessionFactory | None = None
+    # Public keys (PEM files, checked): when any, a version loads only if its model.sig
+    # verifies against one of them (zooserve.repository.signing); empty: signed or not.
+    verify_keys: tuple[Path, ...] = ()
+
+
+def signature_keys(paths: Iterable[Path]) -> tuple[Path, ...]:
+    """The `verify_key` setting's keys, folders expanded and each checked now, at start:
+    SettingsError (one line naming the flag and variable) for one that cannot be used, or
+    when the `signing` extra is missing. Nothing given: ()."""
+    paths = list(paths)
+    if not paths:
+        return ()
+    setting = named("verify_key")
+    try:
+        keys = tuple(verify_keys(paths))
+    except SigningError as exc:
+        raise SettingsError(f"{setting.flag} / {setting.variable}: {exc}") from None
+    log.info("serving only versions signed by one of %d keys: %s", len(keys),
+             ", ".join(str(key) for key in keys))
+    return keys

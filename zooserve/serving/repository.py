@@ -13,7 +13,10 @@ replaces one that serves. A version taken out of service is handed to `retiring`
 then closes it.
 
 Before a version is loaded, every file it is loaded from is checked to lie inside the
-repository folder and to match the sha256 its card records (`zooserve.serving.repository_files`)."""
+repository folder and to match the sha256 its card records (`zooserve.serving.repository_files`),
+and, when the load options hold verification keys, its signature is verified against them
+(`zooserve.repository.signing`): a version that is unsigned, signed by another key or changed
+since signing is UNAVAILABLE with that reason, at start, on poll and on an explicit load."""
 
 from __future__ import annotations
 
@@ -26,10 +29,12 @@ from zooserve.protocol.errors import not_found, one_line, quoted
 from zooserve.repository.layout import (
     CARD_FILE,
     SERVING_FILE,
+    SIGNATURE_FILE,
     ModelEntry,
     parse_version,
     version_folders,
 )
+from zooserve.repository.signing import verify_version
 from zooserve.serving.inline_runs import runs_inline
 from zooserve.serving.load_options import LoadOptions
 from zooserve.serving.loaded_model import LoadedModel
@@ -46,7 +51,8 @@ UNLOADING = "UNLOADING"  # taken out of service, still answering the requests it
 
 Key = tuple[str, int]
 # Size, modification time and inode of each file a version is loaded from (model.onnx, its
-# card, the model's serving.json; None where absent): a cheap sign that something changed.
+# card, its signature, the model's serving.json; None where absent): a cheap sign that
+# something changed (a version signed in place is looked at again).
 Stamp = tuple[tuple[int, int, int] | None, ...]
 
 
@@ -81,7 +87,8 @@ def describe_serving(model: LoadedModel) -> str:
 def stamp_of(model_file: Path) -> Stamp:
     stamps = []
     folder = model_file.parent
-    for path in (model_file, folder / CARD_FILE, folder.parent / SERVING_FILE):
+    for path in (model_file, folder / CARD_FILE, folder / SIGNATURE_FILE,
+                 folder.parent / SERVING_FILE):
         try:
             status = path.stat()
         except OSError:
@@ -270,6 +277,8 @@ class ModelRepository:
         attempt = Attempt(key, stamp)
         try:
             checked = check_version(self.root, entry.path)
+            if self.options.verify_keys:  # signed by one of them, as every file is now
+                verify_version(entry.folder, self.options.verify_keys)
             self._warn_about_files(entry, checked)
             attempt.digest = checked.digest()
             if not startup and attempt.digest == self._digests.get(key) \

@@ -48,13 +48,16 @@ class Setting:
     shown: str | None = None
     # False: the variable alone (a secret that must stay out of `ps`).
     has_flag: bool = True
+    # True: the flag may be given more than once; `parse` makes a tuple of each value, and
+    # the values' tuples are joined (the variable holds them all, os.pathsep between).
+    repeatable: bool = False
 
 
 def setting(default: object = None, *, parse: Parse, help: str, shown: str | None = None,
             has_flag: bool = True, factory: Callable[[], object] | None = None,
-            repr: bool = True) -> Field:
+            repr: bool = True, repeatable: bool = False) -> Field:
     """A `Settings` field carrying its `Setting` declaration."""
-    declared = {"setting": Setting(parse, help, shown, has_flag)}
+    declared = {"setting": Setting(parse, help, shown, has_flag, repeatable)}
     if factory is not None:
         return field(default_factory=factory, metadata=declared, repr=repr)
     return field(default=default, metadata=declared, repr=repr)
@@ -77,6 +80,18 @@ def _path(raw: str, source: str) -> Path:
 def _optional_path(raw: str, source: str) -> Path | None:
     text = raw.strip()
     return Path(text) if text else None
+
+
+class PathList(tuple):
+    """Paths, written as their variable holds them: os.pathsep (`:` on Linux) between."""
+
+    def __str__(self) -> str:
+        return os.pathsep.join(map(str, self))
+
+
+def _paths(raw: str, source: str) -> PathList:
+    """Paths separated by os.pathsep, as PATH is written; empty ones dropped."""
+    return PathList(Path(part.strip()) for part in raw.split(os.pathsep) if part.strip())
 
 
 def _path_or_off(raw: str, source: str) -> Path | None:
@@ -265,6 +280,13 @@ class Settings:
         shown="~/.cache/zooserve/onnxruntime",
         help="folder for ONNX Runtime's optimised graphs, under $XDG_CACHE_HOME if set; "
         "off: optimise at every start")
+    # zooserve.repository.signing; checked and folders expanded once, at start
+    # (load_options.signature_keys). Empty: versions load whether signed or not.
+    verify_key: PathList = setting(
+        PathList(), parse=_paths, shown="", repeatable=True,
+        help="public key (PEM), or a folder of .pem keys: serve only versions whose model.sig "
+        "verifies against one of them; the others are UNAVAILABLE with the reason "
+        "(repeatable; the variable separates paths with ':')")
     # zooserve.serving.workers; 1: one process, no sharing.
     workers: int = setting(
         1, parse=_count,
@@ -285,7 +307,11 @@ class Settings:
                 raw, source = environ[one.variable], one.variable
             else:
                 continue
-            values[one.name] = one.parse(str(raw), source)
+            if one.repeatable and isinstance(raw, list | tuple):  # the flag given N times
+                values[one.name] = PathList(item for each in raw
+                                            for item in one.parse(str(each), source))
+            else:
+                values[one.name] = one.parse(str(raw), source)
         settings = cls(**values)
         if settings.http_body_buffer_bytes < settings.max_request_bytes:
             buffer = named("http_body_buffer_bytes")
@@ -307,6 +333,7 @@ class Declared:
     default: str  # as written; "" when there is none
     help: str
     parse: Parse
+    repeatable: bool = False
 
     def help_line(self) -> str:
         """The flag's --help: what it does, then [variable, default]."""
@@ -333,6 +360,7 @@ def _declared(f: Field) -> Declared:
         default=one.shown if one.shown is not None else _written(f.default),
         help=one.help,
         parse=one.parse,
+        repeatable=one.repeatable,
     )
 
 
@@ -353,6 +381,7 @@ def add_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = Non
     for one in declared():
         if one.flag and (wanted is None or one.name in wanted):
             parser.add_argument(one.flag, dest=one.name,
+                                action="append" if one.repeatable else "store",
                                 help=one.help_line().replace("%", "%%"))
 
 
