@@ -230,6 +230,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_image_commands(commands)
 
+    # `sign`: in the base install; without the `signing` extra it says what to install.
+    from zooserve.repository.cli import add_signing_commands
+
+    add_signing_commands(commands)
+
     from zooserve.registry.cli import add_registry_commands
 
     add_registry_commands(commands)
