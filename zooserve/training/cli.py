@@ -126,13 +126,19 @@ def _add_export_command(subparsers) -> None:
 
 
 def _add_repository_options(parser: argparse.ArgumentParser) -> None:
-    """Where `train` and `export` write: the model repository and the results ledger."""
+    """Where `train` and `export` write: the model repository and the results ledger; and
+    the key that signs what they write."""
     parser.add_argument(
         "--models",
         default=os.environ.get("ZOOSERVE_MODELS", "models"),
         help="model repository folder (default: $ZOOSERVE_MODELS, else ./models)",
     )
     parser.add_argument("--ledger", default=DEFAULT_LEDGER, help=f"default {DEFAULT_LEDGER}")
+    parser.add_argument(
+        "--sign-key", metavar="PRIVATE.pem",
+        help="sign each new version with this EC private key (PEM) before it is published "
+        "(model.sig; needs the signing extra)",
+    )  # fmt: skip
 
 
 def _positive(text: str) -> int:
@@ -155,6 +161,14 @@ def run_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.sign_key is not None:  # a key that cannot sign stops here, before any training
+        from zooserve.repository.signing import SigningError, check_private_key
+
+        try:
+            check_private_key(Path(args.sign_key))
+        except SigningError as error:
+            print(f"error: --sign-key: {error}", file=sys.stderr)
+            return 2
     _start_tensorflow(args.verbose)
     from zooserve.training.data.dataset import DataFileMissing
     from zooserve.training.export import ParityError
@@ -174,6 +188,7 @@ def run_train(args: argparse.Namespace) -> int:
         weights=args.weights,
         seed=args.seed,
         verbose=args.verbose,
+        sign_key=Path(args.sign_key) if args.sign_key is not None else None,
     )
     try:
         folders = train(args.name, options)
@@ -238,6 +253,7 @@ def _export_request(args: argparse.Namespace):
         tolerance=EXPORT_PARITY_TOLERANCE if args.tolerance is None else args.tolerance,
         input_range=_range(args.input_range),
         allow_lambda=args.allow_lambda,
+        sign_key=Path(args.sign_key) if args.sign_key is not None else None,
     )
 
 

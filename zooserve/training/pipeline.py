@@ -20,6 +20,7 @@ from zooserve.repository.layout import (
     write_card,
 )
 from zooserve.repository.publish import publish_version
+from zooserve.repository.signing import sign_version
 from zooserve.spectra.binning import METADATA_KEY as BINNING_KEY
 from zooserve.training import export, fitting, ledger, plots, provenance
 from zooserve.training.data.dataset import Arrays, Dataset
@@ -143,6 +144,8 @@ def ship(
         card = _card(spec, text, version, proto, sha256, difference, run, metrics, labels, pngs)
         card[FILES_KEY] = file_hashes(staging)  # every file, the plots too: a load checks them
         write_card(staging, card)
+        if options.sign_key is not None:  # signed before it is published, never after
+            sign_version(staging, options.sign_key)
     target = staged.target
     ledger.append(
         options.ledger,

@@ -24,6 +24,7 @@ from zooserve.repository.layout import (
     write_card,
 )
 from zooserve.repository.publish import PublishError, publish_version
+from zooserve.repository.signing import SigningError, check_private_key, sign_version
 from zooserve.training import export, fitting, ledger, provenance
 from zooserve.training.data.dataset import Arrays
 from zooserve.training.user_model import (
@@ -77,6 +78,7 @@ class ExportRequest:
     tolerance: float = EXPORT_PARITY_TOLERANCE
     input_range: tuple[float, float] | None = None  # generated parity inputs: uniform in it
     allow_lambda: bool = False
+    sign_key: Path | None = None  # an EC private key (PEM): the version is signed as shipped
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,11 @@ def check_request(request: ExportRequest) -> None:
         check_test_file(request.test, request.target, request.feature_names)
     if request.models.exists() and not request.models.is_dir():
         raise UserModelError(f"--models {request.models} is not a folder")
+    if request.sign_key is not None:
+        try:
+            check_private_key(request.sign_key)
+        except SigningError as error:
+            raise UserModelError(f"--sign-key: {error}") from None
 
 
 def export_user_model(request: ExportRequest) -> Path:
@@ -310,6 +317,8 @@ def _ship(
             )
             card[FILES_KEY] = file_hashes(staged.folder)  # every file: a load checks them
             write_card(staged.folder, card)
+            if request.sign_key is not None:  # signed before it is published, never after
+                sign_version(staged.folder, request.sign_key)
     except PublishError as error:
         raise UserModelError(str(error)) from None
     return staged.target, card

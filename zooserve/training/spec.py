@@ -32,6 +32,9 @@ class TrainOptions:
     weights: str | None = None  # a local Keras weights file (transfer learning)
     seed: int = 0
     verbose: bool = False  # Keras's per-epoch lines, model summaries, TensorFlow's logs
+    # An EC private key (PEM): each version is signed in its staging folder, before it is
+    # published (zooserve.repository.signing); None: unsigned.
+    sign_key: Path | None = None
 
 
 @dataclass(frozen=True)
