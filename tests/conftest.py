@@ -89,3 +89,13 @@ def plain_registry(tmp_path_factory) -> Iterator[RunningRegistry]:
         pytest.skip("no docker-registry on PATH (scripts/test installs Debian's, as root)")
     with run_registry(tmp_path_factory.mktemp("plain-registry"), tls=False) as running:
         yield running
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory) -> Iterator[RunningRegistry]:
+    """The registry with bearer-token authentication: a token service in the test process
+    issues the tokens (tests/helpers/token_service.py)."""
+    if not registry_available():
+        pytest.skip("no docker-registry on PATH (scripts/test installs Debian's, as root)")
+    with run_registry(tmp_path_factory.mktemp("token-registry"), token=True) as running:
+        yield running

@@ -26,6 +26,7 @@ import bcrypt
 
 from tests.helpers.pki import Pki, make_pki
 from tests.helpers.server import free_port
+from tests.helpers.token_service import ISSUER, SERVICE, run_token_service
 
 REGISTRY_BINARY = "docker-registry"
 USER = "sharer"
@@ -58,6 +59,13 @@ class RunningRegistry:
         (folder / "config.json").write_text(json.dumps({"auths": {self.host: {"auth": auth}}}))
         return folder
 
+    def cert_dir(self) -> Path:
+        """A folder holding only the CA, as skopeo's and Docker's --cert-dir want it."""
+        folder = self.tmp / "cert-dir"
+        folder.mkdir(exist_ok=True)
+        (folder / "ca.crt").write_bytes(self.pki.ca.read_bytes())
+        return folder
+
     def blob_path(self, digest: str) -> Path:
         """Where the registry keeps a blob's bytes on disk (distribution's layout)."""
         algorithm, hex_digest = digest.split(":", 1)
@@ -84,10 +92,19 @@ def registry_available() -> bool:
 
 
 @contextlib.contextmanager
-def run_registry(tmp: Path, tls: bool = True) -> Iterator[RunningRegistry]:
+def run_registry(tmp: Path, tls: bool = True, token: bool = False
+                 ) -> Iterator[RunningRegistry]:
     """Start a registry on a free loopback port and stop it afterwards; it answers `/v2/`
     (401 without credentials when `tls`, which also turns authentication on) before this
-    yields."""
+    yields. `token`: bearer tokens from a token service (tests/helpers/token_service.py)
+    instead of htpasswd."""
+    with contextlib.ExitStack() as stack:
+        yield stack.enter_context(_run_registry(tmp, tls, token, stack))
+
+
+@contextlib.contextmanager
+def _run_registry(tmp: Path, tls: bool, token: bool,
+                  stack: contextlib.ExitStack) -> Iterator[RunningRegistry]:
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     storage = tmp / "storage"
@@ -105,6 +122,11 @@ def run_registry(tmp: Path, tls: bool = True) -> Iterator[RunningRegistry]:
         htpasswd.write_text(f"{USER}:{hashed}\n")
         config["http"]["tls"] = {"certificate": str(pki.server_cert), "key": str(pki.server_key)}
         config["auth"] = {"htpasswd": {"realm": "zooserve-tests", "path": str(htpasswd)}}
+        if token:
+            service = stack.enter_context(run_token_service(tmp, pki, USER, PASSWORD))
+            config["auth"] = {"token": {"realm": service.realm, "service": SERVICE,
+                                        "issuer": ISSUER,
+                                        "rootcertbundle": str(service.certificate)}}
     # JSON is YAML: no YAML writer needed for the registry's config file.
     config_path = tmp / "registry.yml"
     config_path.write_text(json.dumps(config))
