@@ -8,7 +8,8 @@ so). Containers use the host's network (the engine runs without a bridge), each 
 What is checked: the CPU image serves its models to tritonclient with the same numbers as
 ONNX Runtime in this process; gRPC health and the metrics port answer; it runs as a numeric
 non-root user on a read-only root filesystem; an image built for one model carries only that
-model; SIGTERM under load loses no accepted request and the container exits 0."""
+model; SIGTERM under load loses no accepted request and the container exits 0; the image
+goes to a real registry with `docker push` and comes back with `docker pull`, and serves."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from tests.helpers.images import copy_remote, docker_login, image_size
 from tests.helpers.paths import MODELS, ROOT, STAND_IN_BASE
 from tests.helpers.penguin_rows import LABELS, one_of_each
 from tests.helpers.server import free_port
@@ -353,3 +355,61 @@ def test_sigterm_under_load_answers_every_accepted_request(zoo_image):
     assert accepted == answered == outcomes["OK"], (summary.group(0), dict(outcomes))
     refused = {k: v for k, v in outcomes.items() if k != "OK"}
     assert set(refused) <= {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED"}, refused
+
+
+def test_the_image_goes_through_a_registry_and_comes_back_serving(zoo_image, registry,
+                                                                   tmp_path):
+    """`docker push` to a real registry (htpasswd and TLS, tests/helpers/registry.py) after
+    `docker login`, every local name of the image removed so its ID is gone, `docker pull`
+    back: the same image ID, and it serves. The test's tag is put back at the end, so the
+    other tests find the image whatever the order. A wrong password is refused at login."""
+    config = tmp_path / "docker-config"
+    refused = docker_login(registry, tmp_path / "wrong-config", password="not-the-password")
+    assert refused.returncode != 0 and "unauthorized" in refused.stderr.lower(), refused.stderr
+    login = docker_login(registry, config)
+    assert login.returncode == 0, login.stderr
+
+    image_id = docker("image", "inspect", "--format", "{{.Id}}", zoo_image).stdout.strip()
+    remote = f"{registry.host}/zoo/zooserve:cpu"
+    docker("tag", zoo_image, remote)
+    started = time.monotonic()
+    docker("--config", str(config), "push", remote)
+    pushed_in = time.monotonic() - started
+    # Tags a failed run of this test may have left on the image would keep its ID alive.
+    tags = json.loads(docker("image", "inspect", "--format", "{{json .RepoTags}}",
+                             image_id).stdout)
+    left_over = [tag for tag in tags if tag.endswith("/zoo/zooserve:cpu") and tag != remote]
+    try:
+        docker("rmi", remote, zoo_image, *left_over)
+        gone = docker("image", "inspect", image_id, check=False)
+        assert gone.returncode != 0, f"image {image_id} is still here after rmi"
+        started = time.monotonic()
+        pulled = docker("--config", str(config), "pull", remote).stdout
+        pulled_in = time.monotonic() - started
+        assert docker("image", "inspect", "--format", "{{.Id}}",
+                      remote).stdout.strip() == image_id
+    finally:
+        docker("tag", remote, zoo_image, check=False)
+    # `docker pull` fetches no layer the engine still holds for another image (the base,
+    # the packages): skopeo fetches every blob from the registry and checks its digest.
+    layers = json.loads(docker("image", "inspect", "--format", "{{json .RootFS.Layers}}",
+                               remote).stdout)
+    started = time.monotonic()
+    _, manifest = copy_remote(registry, remote, tmp_path)
+    copied_in = time.monotonic() - started
+    assert len(manifest["layers"]) == len(layers)
+    compressed = sum(layer["size"] for layer in manifest["layers"])
+    print(f"{zoo_image} ({image_id[:19]}, {image_size(remote) / 1e6:.0f} MB, "
+          f"{compressed / 1e6:.0f} MB compressed) on loopback: docker push {pushed_in:.1f} s, "
+          f"docker pull {pulled_in:.1f} s ({pulled.count('Pull complete')} of {len(layers)} "
+          f"layers fetched), every blob by skopeo {copied_in:.1f} s")
+
+    features, species = one_of_each()
+    with run(remote) as container:
+        client = grpcclient.InferenceServerClient(container.url)
+        served = infer(client, "penguins", {"features": features})
+        client.close()
+    expected = local_run("penguins", {"features": features})
+    np.testing.assert_allclose(served["probabilities"], expected["probabilities"], rtol=1e-5)
+    assert [LABELS[i] for i in served["probabilities"].argmax(axis=1)] == species
+    docker("rmi", remote, check=False)

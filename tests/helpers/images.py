@@ -122,14 +122,20 @@ def inspect_remote(registry: RunningRegistry, reference: str, folder: Path) -> d
     return json.loads(done.stdout)
 
 
-def unpack_remote(registry: RunningRegistry, reference: str, folder: Path) -> Path:
-    """Copy the image from the registry into an OCI layout with skopeo (which checks every
-    blob's digest) and unpack its layers, bottom first, into folder/rootfs."""
+def copy_remote(registry: RunningRegistry, reference: str, folder: Path) -> tuple[Path, dict]:
+    """Copy the image from the registry into an OCI layout with skopeo, every blob fetched
+    and its digest checked; the layout and the image's manifest."""
     layout = folder / "oci-layout"
     trust = [flag.replace("--", "--src-", 1) for flag in _trust(registry, folder)]
     skopeo("copy", *trust, f"docker://{reference}", f"oci:{layout}:image")
     index = json.loads((layout / "index.json").read_text())
-    manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]).read_text())
+    return layout, json.loads(_blob(layout, index["manifests"][0]["digest"]).read_text())
+
+
+def unpack_remote(registry: RunningRegistry, reference: str, folder: Path) -> Path:
+    """The image copied from the registry (copy_remote), its layers unpacked bottom first
+    into folder/rootfs."""
+    layout, manifest = copy_remote(registry, reference, folder)
     rootfs = folder / "rootfs"
     rootfs.mkdir()
     for layer in manifest["layers"]:
