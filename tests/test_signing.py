@@ -305,9 +305,8 @@ def test_train_and_export_refuse_a_bad_sign_key_before_tensorflow(tmp_path, keys
     assert not models.exists() and not ledger.exists()
 
 
-@pytest.mark.slow
 def test_export_sign_key_publishes_a_signed_version(tmp_path, keys):
-    """A real export (TensorFlow, tf2onnx: tens of seconds) with --sign-key: the version is
+    """A real export (TensorFlow and tf2onnx: about 12 s) with --sign-key: the version is
     signed from its first moment, and verifies."""
     keras = pytest.importorskip("keras")
     pytest.importorskip("tf2onnx")
