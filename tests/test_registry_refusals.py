@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 import tritonclient.grpc as grpcclient
 
+from tests.helpers.cli import zooserve
 from tests.helpers.paths import MODELS
 from tests.helpers.registry import PASSWORD, USER, RunningRegistry
 from tests.helpers.registry_share import pull, push, registry_env
 from tests.helpers.server import run_server
+from tests.helpers.signing_keys import make_key_pair
 from zooserve.registry.credentials import Credentials
+from zooserve.repository.layout import record_files
 from zooserve.registry.distribution import OCI_MANIFEST, RegistryClient
 
 
@@ -53,9 +56,24 @@ def shared(registry, tmp_path_factory):
     card = json.loads(card_path.read_text())
     card["description"] += " (a copy whose card blob gets tampered with)"
     card_path.write_text(json.dumps(card))
+    keys = repo.parent / "keys"
+    alice, mallory = make_key_pair(keys, "alice"), make_key_pair(keys, "mallory")
+    for name, key in (("signed", alice.private), ("changed_after_signing", alice.private),
+                      ("signed_by_mallory", mallory.private)):
+        shutil.copytree(MODELS / "penguins" / "1", repo / name / "1")
+        done = zooserve("sign", name, "--key", str(key), "--models", str(repo))
+        assert done.returncode == 0, done.stderr
+    # Whoever changes a file after signing can rewrite the card's record of it too: only
+    # the signature still tells.
+    plot = repo / "changed_after_signing" / "1" / "training_curves.png"
+    plot.write_bytes(plot.read_bytes() + b"\0")
+    record_files(plot.parent)
     for name, reference, models in (("penguins", "zoo/penguins:1", MODELS),
                                     ("spectra_search", "zoo/spectra_search:1", MODELS),
-                                    ("tampered", "zoo/tampered:1", repo)):
+                                    ("tampered", "zoo/tampered:1", repo),
+                                    ("signed", "zoo/signed:1", repo),
+                                    ("changed_after_signing", "zoo/changed:1", repo),
+                                    ("signed_by_mallory", "zoo/mallory:1", repo)):
         done = push(registry, name, reference, "--models", str(models))
         assert done.returncode == 0, done.stderr
     return repo
@@ -82,6 +100,7 @@ def refused(registry, watched, *references, extra=(), env=None) -> str:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("zooserve pull: error: ")
+    print(lines[0])  # the refusal as a user reads it (pytest -s shows them)
     assert tree(repo) == before
     client = grpcclient.InferenceServerClient(server.url)
     assert client.is_model_ready("penguins")
@@ -105,7 +124,6 @@ def test_untrusted_certificate(registry, shared, watched):
     done = pull(registry, "zoo/penguins:1", extra=("--models", str(repo)))
     assert done.returncode == 0  # trusted with --tls-ca (registry_flags) ...
     shutil.rmtree(repo / "penguins" / "2")
-    from tests.helpers.cli import zooserve
     done = zooserve("pull", f"{registry.host}/zoo/penguins:1", "--models", str(repo),
                     env=registry_env(registry))  # ... and not without
     assert done.returncode != 0
@@ -211,3 +229,38 @@ def test_the_allowed_pull_appears_whole_in_the_polling_server(registry, shared, 
         time.sleep(0.1)
     assert client.is_model_ready("spectra_embedding", "1")
     assert not [line for line in server.log().splitlines() if "failed" in line.lower()]
+
+
+def alice_key(shared: Path) -> str:
+    return str(shared.parent / "keys" / "alice.pem")
+
+
+def test_signed_model_verifies(registry, shared, tmp_path):
+    target = tmp_path / "models"
+    done = pull(registry, "zoo/signed:1",
+                extra=("--models", str(target), "--verify-key", alice_key(shared)))
+    assert done.returncode == 0, done.stderr
+    assert "signature verified" in done.stdout
+    assert (target / "signed" / "1" / "model.sig").is_file()
+
+
+def test_unsigned_model_under_verify_key(registry, shared, watched):
+    line = refused(registry, watched, "zoo/penguins:1", extra=("--verify-key", alice_key(shared)))
+    assert line.endswith("unsigned: its folder has no model.sig")
+
+
+def test_signed_by_another_key(registry, shared, watched):
+    line = refused(registry, watched, "zoo/mallory:1", extra=("--verify-key", alice_key(shared)))
+    assert "signed by none of the given keys" in line
+
+
+def test_file_changed_after_signing(registry, shared, watched):
+    line = refused(registry, watched, "zoo/changed:1", extra=("--verify-key", alice_key(shared)))
+    assert "training_curves.png" in line and "card.json" in line
+    assert "not the file its card records" not in line  # the card was rewritten to match
+
+
+def test_missing_verify_key(registry, shared, watched, tmp_path):
+    line = refused(registry, watched, "zoo/signed:1",
+                   extra=("--verify-key", str(tmp_path / "nobody.pem")))
+    assert "--verify-key" in line and "does not exist" in line

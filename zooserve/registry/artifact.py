@@ -140,9 +140,10 @@ def read_artifact(manifest_bytes: bytes, media_type: str, shown: str) -> Artifac
                             "images are pulled with docker or mounted as volumes)")
     artifact_type = manifest.get("artifactType")
     if artifact_type not in ARTIFACT_TYPES:
-        raise ArtifactError(f"{shown} is not a zooserve model artifact (artifactType "
-                            f"{str(artifact_type)[:80]!r}; expected one of "
-                            f"{', '.join(ARTIFACT_TYPES)})")
+        said = f"artifactType {str(artifact_type)[:80]!r}" if artifact_type else \
+            "no artifactType"
+        raise ArtifactError(f"{shown} is not a zooserve model artifact ({said}; expected one "
+                            f"of {', '.join(ARTIFACT_TYPES)})")
     described = manifest.get("annotations")
     if not isinstance(described, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in described.items()):

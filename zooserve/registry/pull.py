@@ -153,11 +153,11 @@ def _check_card(folder: Path, layers: Sequence[Layer], shown: str) -> None:
 
 
 def _verify(folder: Path, keys: Sequence[Path], shown: str) -> None:
-    from zooserve.repository.signing import SignatureRefused, verify_version
+    from zooserve.repository.signing import SigningError, verify_version
 
     try:
         verify_version(folder, keys)
-    except SignatureRefused as exc:
+    except SigningError as exc:
         raise PullError(f"{shown}: {exc}") from None
 
 
