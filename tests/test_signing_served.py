@@ -157,7 +157,7 @@ def test_an_explicit_load_verifies_too(tmp_path, keys):
         species(server.http_url, "penguins")
 
 
-@pytest.mark.parametrize("how", ["flag", "variable"])
+@pytest.mark.parametrize("how", ["flag", "variable", "workers"])
 def test_a_key_that_cannot_be_used_stops_the_server_at_start(tmp_path, keys, how):
     repo = tmp_path / "models"
     copy_version(repo, "penguins", key=keys["ours"])
@@ -168,8 +168,11 @@ def test_a_key_that_cannot_be_used_stops_the_server_at_start(tmp_path, keys, how
     if how == "flag":
         run = zooserve("serve", "--models", str(repo), *ports,
                        "--verify-key", str(keys["ours"].public), "--verify-key", str(missing))
-    else:
+    elif how == "variable":
         run = zooserve("serve", "--models", str(repo), *ports,
+                       env={"ZOOSERVE_VERIFY_KEY": given})
+    else:  # the parent of several workers checks them before any worker starts
+        run = zooserve("serve", "--models", str(repo), *ports, "--workers", "2",
                        env={"ZOOSERVE_VERIFY_KEY": given})
     assert run.returncode == 2, run.stderr
     assert run.stderr.strip().splitlines()[-1] == (

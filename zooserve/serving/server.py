@@ -24,6 +24,7 @@ from zooserve.repository.layout import LIBRARY_FILE, MODEL_FILE
 from zooserve.serving.dataplane import DataPlane
 from zooserve.serving.grpc_frontend.server import start_grpc_server
 from zooserve.serving.http_frontend.server import start_http_server
+from zooserve.serving.load_options import signature_keys
 from zooserve.serving.loaded_model import LoadedModel
 from zooserve.serving.memory import return_large_buffers_to_the_system, trim_when_idle
 from zooserve.serving.metrics import start_metrics_server
@@ -124,6 +125,8 @@ def serve(settings: Settings) -> None:
     the parent of that many workers (zooserve.serving.workers)."""
     security = load_security(settings)  # a TLS or token mistake stops here, at once
     if settings.workers > 1:
+        # Checked here too: in a worker a key that cannot be used would not be one line.
+        signature_keys(settings.verify_key)
         serve_workers(settings, security, serve_worker)
         return
     if not settings.reuse_port:  # with it, a port another server shares is not an error
