@@ -6,8 +6,8 @@
   `python` and `zooserve` first on PATH; what it prints is kept under its second word (the
   script's name, or the zooserve command);
 - `zooserve serve ...` runs in the background until the end, with free ports added to its
-  flags. The only edits to the page's text are the ports: `localhost:8001` becomes the port
-  chosen, and a `zooserve search` step without `--url` gets `--url localhost:PORT`.
+  flags. The only edits to the page's text are the ports: `localhost:8001` (in any step)
+  becomes the port chosen, and a `zooserve search` step without `--url` gets `--url localhost:PORT`.
 Other blocks (```text, ```json) are shown output, not steps."""
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ def run_page(page: Path, folder: Path, env: dict[str, str]) -> Iterator[tuple[in
             elif kind == "sh" and body.startswith("zooserve serve"):
                 server = _start_server(body, folder, env, port)
             elif kind == "sh":
+                body = body.replace("localhost:8001", f"localhost:{port}")
                 if body.startswith("zooserve search") and "--url" not in body:
                     body = body.rstrip("\n") + f" --url localhost:{port}\n"
                 done = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=folder,
