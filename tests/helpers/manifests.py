@@ -84,8 +84,10 @@ def render(kubectl: str, folder: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(run.stdout) if doc]
 
 
-def kubernetes_validate(path: Path) -> subprocess.CompletedProcess:
-    versions = [arg for version in SCHEMA_VERSIONS for arg in ("-k", version)]
+def kubernetes_validate(path: Path,
+                        schema_versions: tuple[str, ...] = SCHEMA_VERSIONS
+                        ) -> subprocess.CompletedProcess:
+    versions = [arg for version in schema_versions for arg in ("-k", version)]
     return subprocess.run(
         [sys.executable, "-m", "kubernetes_validate", "--strict", *versions, str(path)],
         capture_output=True, text=True, timeout=120,
