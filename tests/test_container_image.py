@@ -9,7 +9,8 @@ What is checked: the CPU image serves its models to tritonclient with the same n
 ONNX Runtime in this process; gRPC health and the metrics port answer; it runs as a numeric
 non-root user on a read-only root filesystem; an image built for one model carries only that
 model; SIGTERM under load loses no accepted request and the container exits 0; the image
-goes to a real registry with `docker push` and comes back with `docker pull`, and serves."""
+goes to a real registry with `docker push` and comes back with `docker pull`, and serves;
+it serves models mounted from model-only images as the image-volume manifests mount them."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.helpers.images import copy_remote, docker_login, image_size
+from tests.helpers.images import build_model_image, copy_remote, docker_login, image_size
 from tests.helpers.paths import MODELS, ROOT, STAND_IN_BASE
 from tests.helpers.penguin_rows import LABELS, one_of_each
 from tests.helpers.server import free_port
@@ -413,3 +414,34 @@ def test_the_image_goes_through_a_registry_and_comes_back_serving(zoo_image, reg
     np.testing.assert_allclose(served["probabilities"], expected["probabilities"], rtol=1e-5)
     assert [LABELS[i] for i in served["probabilities"].argmax(axis=1)] == species
     docker("rmi", remote, check=False)
+
+
+def test_models_mounted_from_model_only_images_are_what_the_image_serves(zoo_image, tmp_path):
+    """As deploy/k8s/components/model-images runs it: the unchanged server image, an empty
+    /models, and each model's folder of a model-only image mounted read-only at
+    /models/<name>, two of them from the library's image. Docker 20.10 has no image mounts
+    (`--mount type=image` came with Docker 28, on the containerd image store), so the folders
+    are copied out of the images with docker cp and bind-mounted."""
+    images = [build_model_image("zooserve-test-mounted-penguins:1", "penguins"),
+              build_model_image("zooserve-test-mounted-library:1", "spectra_search",
+                                "spectra_embedding")]
+    mounts = []
+    try:
+        for number, image in enumerate(images):
+            created = docker("create", image, "/none").stdout.strip()
+            docker("cp", f"{created}:/models", str(tmp_path / str(number)))
+            docker("rm", created)
+            for model in sorted((tmp_path / str(number)).iterdir()):
+                mounts += ["-v", f"{model}:/models/{model.name}:ro"]
+    finally:
+        docker("rmi", *images, check=False)
+    features, _ = one_of_each()
+    with run(zoo_image, "--tmpfs", "/models", *mounts) as container:
+        client = grpcclient.InferenceServerClient(container.url)
+        index = {(m.name, m.version, m.state) for m in client.get_model_repository_index().models}
+        served = infer(client, "penguins", {"features": features})
+        client.close()
+    assert index == {(name, "1", "READY")
+                     for name in ("penguins", "spectra_search", "spectra_embedding")}
+    expected = local_run("penguins", {"features": features})
+    np.testing.assert_allclose(served["probabilities"], expected["probabilities"], rtol=1e-5)
