@@ -19,8 +19,8 @@ from tests.helpers.registry_share import pull, push, registry_env
 from tests.helpers.server import run_server
 from tests.helpers.signing_keys import make_key_pair
 from zooserve.registry.credentials import Credentials
-from zooserve.repository.layout import record_files
 from zooserve.registry.distribution import OCI_MANIFEST, RegistryClient
+from zooserve.repository.layout import record_files
 
 
 def tree(folder: Path) -> list[str]:
@@ -51,11 +51,12 @@ def shared(registry, tmp_path_factory):
     """penguins, the library, and a unique copy of penguins (its card's description
     changed, so its card's blob is its own to tamper with) pushed once."""
     repo = tmp_path_factory.mktemp("sharer") / "models"
-    shutil.copytree(MODELS / "penguins" / "1", repo / "tampered" / "1")
-    card_path = repo / "tampered" / "1" / "card.json"
-    card = json.loads(card_path.read_text())
-    card["description"] += " (a copy whose card blob gets tampered with)"
-    card_path.write_text(json.dumps(card))
+    for name in ("tampered", "oversized"):  # each with a card blob of its own to tamper with
+        shutil.copytree(MODELS / "penguins" / "1", repo / name / "1")
+        card_path = repo / name / "1" / "card.json"
+        card = json.loads(card_path.read_text())
+        card["description"] += f" ({name} in the registry)"
+        card_path.write_text(json.dumps(card))
     keys = repo.parent / "keys"
     alice, mallory = make_key_pair(keys, "alice"), make_key_pair(keys, "mallory")
     for name, key in (("signed", alice.private), ("changed_after_signing", alice.private),
@@ -71,6 +72,7 @@ def shared(registry, tmp_path_factory):
     for name, reference, models in (("penguins", "zoo/penguins:1", MODELS),
                                     ("spectra_search", "zoo/spectra_search:1", MODELS),
                                     ("tampered", "zoo/tampered:1", repo),
+                                    ("oversized", "zoo/oversized:1", repo),
                                     ("signed", "zoo/signed:1", repo),
                                     ("changed_after_signing", "zoo/changed:1", repo),
                                     ("signed_by_mallory", "zoo/mallory:1", repo)):
@@ -150,6 +152,19 @@ def test_tampered_blob(registry, shared, watched):
     blob.write_bytes(bytes(data))
     line = refused(registry, watched, "zoo/tampered:1")
     assert f"blob {card_layer['digest']} from {registry.host} does not match its digest" in line
+
+
+def test_blob_longer_than_declared(registry, shared, watched):
+    """A registry that sends more than the manifest declares is cut off at the declared
+    size: a hostile registry cannot fill the disk through one blob."""
+    client = client_of(registry)
+    _, body, _ = client.get_manifest("zoo/oversized", "1")
+    card_layer = next(layer for layer in json.loads(body)["layers"]
+                      if layer["annotations"]["org.opencontainers.image.title"] == "card.json")
+    blob = registry.blob_path(card_layer["digest"])
+    blob.write_bytes(blob.read_bytes() + b"x" * 100_000)
+    line = refused(registry, watched, "zoo/oversized:1")
+    assert f"sent more than the {card_layer['size']} bytes declared" in line
 
 
 def test_library_without_its_embedding_model(registry, shared, watched):
