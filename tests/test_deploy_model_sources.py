@@ -33,6 +33,7 @@ from tests.helpers.model_source_manifests import (
     MODEL_SOURCE_VARIANTS,
     PULL_CONTAINER,
     PULL_VARIANTS,
+    VERIFY_KEYS,
     check_model_images,
     check_models_pull,
     predictor_as_pod,
@@ -86,22 +87,28 @@ def test_passes_its_own_checks(rendered, name, variant):
 
 @pytest.mark.parametrize("variant", BASE_OF)
 def test_the_server_container_is_its_bases_but_for_the_models(rendered, variant):
-    def without_mounts(docs):
+    """The same container but for where /models comes from and the keys its versions must
+    verify against."""
+    def without_models(docs):
         container = copy.deepcopy(workload(docs).container)
         container["volumeMounts"] = [m for m in container["volumeMounts"]
-                                     if not m["mountPath"].startswith("/models")]
+                                     if not m["mountPath"].startswith(("/models", VERIFY_KEYS))]
+        container["env"] = [e for e in container["env"] if e["name"] != "ZOOSERVE_VERIFY_KEY"]
         return container
 
-    assert without_mounts(rendered[variant]) == without_mounts(rendered[BASE_OF[variant]])
+    assert without_models(rendered[variant]) == without_models(rendered[BASE_OF[variant]])
     expected = EXPECTED_IMAGE.get(BASE_OF[variant], EXPECTED_IMAGE["gpu"])
     assert workload(rendered[variant]).container["image"] == expected
 
 
-def test_the_registry_ca_component_adds_the_ca_to_the_pull(rendered):
+def test_the_pull_verifies_signatures_and_the_ca_component_adds_the_ca(rendered):
     def pull_of(variant):
         (pull,) = workload(rendered[variant]).pod["initContainers"]
         return pull
 
+    verify = {"name": "ZOOSERVE_VERIFY_KEY", "value": VERIFY_KEYS}
+    assert verify in pull_of("cpu-models-pull")["env"]
+    assert verify in workload(rendered["cpu-models-pull"]).container["env"]
     assert pull_arguments(pull_of("cpu-models-pull")).tls_ca is None
     with_ca = pull_of("cpu-models-pull-ca")
     assert pull_arguments(with_ca).tls_ca == "/etc/zooserve/registry-ca/ca.crt"
@@ -179,6 +186,16 @@ def models_from_hostpath(docs):
     volume["hostPath"] = {"path": "/srv/models"}
 
 
+def server_verifies_nothing(docs):
+    container = workload(docs).container
+    container["env"] = [e for e in container["env"] if e["name"] != "ZOOSERVE_VERIFY_KEY"]
+
+
+def unmount_keys_from_pull(docs):
+    pull(docs)["volumeMounts"] = [m for m in pull(docs)["volumeMounts"]
+                                  if m["name"] != "verify-keys"]
+
+
 def unmount_ca(docs):
     pull(docs)["volumeMounts"] = [m for m in pull(docs)["volumeMounts"]
                                   if m["name"] != "registry-ca"]
@@ -226,7 +243,10 @@ BREAKAGES = [
      set_pull_args("pull", "--models=/models", "--plain-http", REFERENCE), "in clear"),
     ("cpu-models-pull", "models_pull",
      set_pull_args("pull", "--models=/models", "--verify-key=/keys/a.pem", REFERENCE),
-     "--verify-key /keys/a.pem: no ConfigMap or Secret"),
+     "verification key /keys/a.pem: no ConfigMap or Secret"),
+    ("cpu-models-pull", "models_pull", server_verifies_nothing, "the server verifies nothing"),
+    ("cpu-models-pull", "models_pull", unmount_keys_from_pull, "no ConfigMap or Secret is "
+     "mounted there in pull-models"),
     ("cpu-models-pull", "models_pull", readonly_pull_models, "cannot write the models"),
     ("cpu-models-pull", "models_pull", credentials_key, "must give its .dockerconfigjson"),
     ("cpu-models-pull", "models_pull", drop_docker_config, "no DOCKER_CONFIG"),

@@ -1,8 +1,8 @@
 """The deploy variants whose models come from a registry instead of the server image
 (tests/test_deploy_model_sources.py): an init container running `zooserve pull` into an
-emptyDir (deploy/k8s/components/models-pull, with components/registry-ca for a private CA),
-and model-only images mounted as `image` volumes (deploy/k8s/components/model-images and
-deploy/kserve-model-images).
+emptyDir (deploy/k8s/components/models-pull, with verify-models for signed models only and
+registry-ca for a private CA), and model-only images mounted as `image` volumes
+(deploy/k8s/components/model-images and deploy/kserve-model-images).
 
 Each variant also passes the checks of the variant it is made from (tests/helpers/manifests.py
 CHECKS, run as `cpu` or `kserve`); the checks here are what the models' source adds. Each
@@ -32,6 +32,7 @@ MODEL_SOURCE_VARIANTS = {
     "kserve-model-images": (DEPLOY / "kserve-model-images", "kserve"),
 }
 PULL_VARIANTS = ("cpu-models-pull", "cpu-models-pull-ca")
+VERIFY_KEYS = "/etc/zooserve/verify-keys"  # components/verify-models: a ConfigMap of .pem keys
 IMAGE_VOLUME_VARIANTS = ("cpu-model-images", "kserve-model-images")
 # The schemas of kubernetes-validate 1.27 have no `image` volume (1.31 brought it, alpha).
 # The image-volume variants claim Kubernetes 1.33, the first with subPath on image volumes
@@ -150,8 +151,7 @@ def check_models_pull(docs: list[dict], variant: str) -> list[str]:
     problems += _check_docker_config(pull, volumes)
     if arguments.tls_ca:
         problems += _check_mounted_file(pull, volumes, arguments.tls_ca, "--tls-ca")
-    for key in arguments.verify_key:
-        problems += _check_mounted_file(pull, volumes, key, "--verify-key")
+    problems += _check_verify_keys(pull, pods.container, arguments, volumes)
     context = pull.get("securityContext", {})
     problems += [f"the pull's {field} is {context.get(field)!r}, want {want!r}"
                  for field, want in HARDENED.items() if context.get(field) != want]
@@ -183,18 +183,44 @@ def _check_docker_config(pull: dict, volumes: dict[str, dict]) -> list[str]:
     return []
 
 
-def _check_mounted_file(pull: dict, volumes: dict[str, dict], path: str, flag: str) -> list[str]:
-    """A file a flag names lies in a ConfigMap or Secret mounted in the pull container."""
-    where = PurePosixPath(path)
-    mount = mounts_of(pull).get(str(where.parent))
+def _check_mounted_file(container: dict, volumes: dict[str, dict], path: str,
+                        what: str) -> list[str]:
+    """A file (or a folder of them) a setting names is a ConfigMap or Secret mounted in the
+    container: the folder it is mounted at, or a file in it."""
+    mounts = mounts_of(container)
+    if path in mounts:
+        mount, name = mounts[path], None
+    else:
+        mount, name = mounts.get(str(PurePosixPath(path).parent)), PurePosixPath(path).name
     volume = volumes.get(mount["name"], {}) if mount else {}
     source = volume.get("configMap") or volume.get("secret")
     if source is None:
-        return [f"{flag} {path}: no ConfigMap or Secret is mounted at {where.parent}"]
+        return [f"{what} {path}: no ConfigMap or Secret is mounted there in "
+                f"{container.get('name')}"]
     paths = [item["path"] for item in source.get("items", [])]
-    if paths and where.name not in paths:
-        return [f"{flag} {path}: the volume {mount['name']} gives only {paths}"]
+    if name is not None and paths and name not in paths:
+        return [f"{what} {path}: the volume {mount['name']} gives only {paths}"]
     return []
+
+
+def _check_verify_keys(pull: dict, server: dict, arguments: argparse.Namespace,
+                       volumes: dict[str, dict]) -> list[str]:
+    """The keys the pull verifies with (--verify-key, else ZOOSERVE_VERIFY_KEY) are mounted,
+    and the server verifies with the same keys: what was refused at the pull is not served
+    either, and what the pull let in is checked again at every load."""
+    from_environment = env_of(pull).get("ZOOSERVE_VERIFY_KEY", {}).get("value")
+    keys = arguments.verify_key or (from_environment.split(":") if from_environment else [])
+    served = env_of(server).get("ZOOSERVE_VERIFY_KEY", {}).get("value")
+    problems = []
+    for key in keys:
+        problems += _check_mounted_file(pull, volumes, key, "verification key")
+    if served and served.split(":") != keys:
+        problems.append(f"the server verifies with {served}, the pull with {keys}")
+    elif keys and not served:
+        problems.append(f"the pull verifies with {keys} but the server verifies nothing")
+    for key in served.split(":") if served else []:
+        problems += _check_mounted_file(server, volumes, key, "verification key")
+    return problems
 
 
 def check_model_images(docs: list[dict], variant: str) -> list[str]:
