@@ -226,7 +226,7 @@ def test_push_refusals(registry, shared):
     done = push(registry, "nobody", "zoo/nobody")
     assert done.returncode != 0 and "no model 'nobody' under" in done.stderr
     done = push(registry, "penguins:9", "zoo/penguins")
-    assert done.returncode != 0 and "penguins has no version '9'" in done.stderr
+    assert done.returncode != 0 and "model 'penguins' has no version 9" in done.stderr
     done = push(registry, "penguins", "Zoo/Penguins")
     assert done.returncode != 0 and "is not a repository name" in done.stderr
     done = push(registry, "penguins", "zoo/penguins", env=registry_env(registry, "wrong"))

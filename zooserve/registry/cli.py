@@ -82,11 +82,8 @@ def _keys_from_environment() -> list[str]:
 def _verify_keys(paths: list[str]) -> list[Path]:
     if not paths:
         return []
-    try:
-        from zooserve.repository.signing import verify_keys
-    except ImportError:
-        raise SystemExit("zooserve pull: error: --verify-key needs the signing extra: "
-                         "pip install 'zooserve[signing]'") from None
+    from zooserve.repository.signing import verify_keys  # the extra is imported when used
+
     try:
         return verify_keys(Path(path) for path in paths)
     except ValueError as exc:

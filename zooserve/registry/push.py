@@ -11,14 +11,7 @@ from pathlib import Path
 from zooserve.registry.artifact import EMPTY_CONFIG, build_manifest
 from zooserve.registry.distribution import OCI_MANIFEST, RegistryClient
 from zooserve.registry.reference import Reference
-from zooserve.repository.layout import (
-    LIBRARY_FILE,
-    MODEL_FILE,
-    parse_version,
-    served_file,
-    sha256_of_file,
-    version_folders,
-)
+from zooserve.repository.layout import LIBRARY_FILE, MODEL_FILE, find_version, sha256_of_file
 
 
 class PushError(ValueError):
@@ -33,28 +26,6 @@ class Pushed:
     size: int  # bytes of every file carried
     sent: int  # bytes uploaded (blobs the registry lacked)
     seconds: float
-
-
-def find_version(root: Path, spec: str) -> tuple[str, int, Path]:
-    """`NAME[:VERSION]` in the repository at root: (name, version, version folder); the
-    highest version when none is given."""
-    name, _, version_text = spec.partition(":")
-    model_folder = root / name
-    versions = version_folders(model_folder) if name and not name.startswith(".") else {}
-    if not versions:
-        raise PushError(f"no model {name[:64]!r} under '{root}'")
-    if version_text:
-        version = parse_version(version_text)
-        if version is None or version not in versions:
-            raise PushError(f"{name} has no version {version_text[:20]!r} under '{root}' "
-                            f"(it has {', '.join(map(str, sorted(versions)))})")
-    else:
-        version = max(versions)
-    folder = versions[version]
-    if served_file(folder) is None:
-        raise PushError(f"{folder} holds neither {MODEL_FILE} nor {LIBRARY_FILE}: nothing to "
-                        "share")
-    return name, version, folder
 
 
 def embedding_model_of(root: Path, library_folder: Path) -> tuple[Path, str, int]:
@@ -85,7 +56,10 @@ def push_version(client: RegistryClient, root: Path, spec: str,
         raise PushError(f"{reference}: push to a tag, not a digest (the digest is the "
                         "registry's answer)")
     started = time.monotonic()
-    name, version, folder = find_version(root, spec)
+    try:
+        name, version, folder = find_version(root, spec)
+    except (ValueError, LookupError) as exc:
+        raise PushError(str(exc)) from None
     if not reference.tag:
         reference = reference.with_tag(str(version))
     embedding = embedding_model_of(root, folder) if (folder / LIBRARY_FILE).is_file() \

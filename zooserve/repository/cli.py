@@ -10,21 +10,11 @@ import os
 import sys
 from pathlib import Path
 
-from zooserve.repository.layout import (
-    LIBRARY_FILE,
-    MODEL_FILE,
-    model_name_problem,
-    parse_version,
-    served_files,
-)
+from zooserve.repository.layout import find_version
 from zooserve.repository.signing import sign_version
 
 # The server's `models` setting reads the same variable, with the same default.
 MODELS_VARIABLE = "ZOOSERVE_MODELS"
-
-
-class VersionNotFound(LookupError):
-    """NAME[:VERSION] names no version of the repository; the message says what there is."""
 
 
 def add_signing_commands(commands) -> None:
@@ -49,32 +39,6 @@ def add_signing_commands(commands) -> None:
 
 def models_folder(given: Path | None) -> Path:
     return given or Path(os.environ.get(MODELS_VARIABLE) or "models")
-
-
-def find_version(models: Path, reference: str) -> tuple[str, int, Path]:
-    """(name, version, version folder) for NAME or NAME:VERSION; VersionNotFound (or
-    ValueError for text that names no version) says why not, in one line."""
-    name, _, version_text = reference.partition(":")
-    problem = model_name_problem(name)
-    if problem:
-        raise ValueError(problem)
-    if not models.is_dir():
-        raise VersionNotFound(f"models folder '{models}' does not exist or is not a folder")
-    versions = served_files(models / name)
-    if not versions:
-        raise VersionNotFound(f"no model {name!r} under '{models}' (no version folder holding "
-                              f"{MODEL_FILE} or {LIBRARY_FILE})")
-    if not version_text:
-        version = max(versions)
-    else:
-        version = parse_version(version_text)
-        if version is None:
-            raise ValueError(f"{version_text[:32]!r} is not a version: a positive number "
-                             "without a leading zero")
-        if version not in versions:
-            raise VersionNotFound(f"model {name!r} has no version {version} under '{models}'; "
-                                  f"versions: {', '.join(map(str, sorted(versions)))}")
-    return name, version, versions[version].parent
 
 
 def run_sign(args: argparse.Namespace) -> int:

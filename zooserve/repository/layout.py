@@ -199,3 +199,33 @@ def select_models(root: Path, names: Iterable[str] | None = None) -> list[ModelE
             f"models there: {', '.join(available) or 'none'}"
         )
     return [entry for entry in entries if entry.name in wanted]
+
+
+class VersionNotFound(LookupError):
+    """NAME[:VERSION] names no version of the repository; the message says what there is."""
+
+
+def find_version(models: Path, reference: str) -> tuple[str, int, Path]:
+    """(name, version, version folder) for NAME or NAME:VERSION; VersionNotFound (or
+    ValueError for text that names no version) says why not, in one line."""
+    name, _, version_text = reference.partition(":")
+    problem = model_name_problem(name)
+    if problem:
+        raise ValueError(problem)
+    if not models.is_dir():
+        raise VersionNotFound(f"models folder '{models}' does not exist or is not a folder")
+    versions = served_files(models / name)
+    if not versions:
+        raise VersionNotFound(f"no model {name!r} under '{models}' (no version folder holding "
+                              f"{MODEL_FILE} or {LIBRARY_FILE})")
+    if not version_text:
+        version = max(versions)
+    else:
+        version = parse_version(version_text)
+        if version is None:
+            raise ValueError(f"{version_text[:32]!r} is not a version: a positive number "
+                             "without a leading zero")
+        if version not in versions:
+            raise VersionNotFound(f"model {name!r} has no version {version} under '{models}'; "
+                                  f"versions: {', '.join(map(str, sorted(versions)))}")
+    return name, version, versions[version].parent
