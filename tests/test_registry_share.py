@@ -116,3 +116,17 @@ def test_bearer_token_registry(token_registry, tmp_path):
                 env=registry_env(token_registry, password="wrong"))
     assert done.returncode != 0
     assert "token service refused the credentials" in done.stderr
+
+
+def test_pulling_again_adds_no_copy(pushed, registry, tmp_path):
+    """An init container that runs again pulls into a folder already holding the version."""
+    target = tmp_path / "models"
+    for _ in range(2):
+        done = pull(registry, "zoo/penguins:1", extra=("--models", str(target)))
+        assert done.returncode == 0, done.stderr
+    assert "is already in" in done.stdout and "nothing to pull" in done.stdout
+    assert sorted(p.name for p in (target / "penguins").iterdir()) == ["1"]
+    (target / "penguins" / "1" / "training_curves.png").write_bytes(b"changed")
+    done = pull(registry, "zoo/penguins:1", extra=("--models", str(target)))
+    assert done.returncode == 0 and "into" in done.stdout
+    assert sorted(p.name for p in (target / "penguins").iterdir()) == ["1", "2"]

@@ -66,6 +66,10 @@ def _pull(args: argparse.Namespace) -> int:
             pulled = pull_artifact(client, reference, root, args.name, keys)
         except (ArtifactError, PullError, RegistryError, PublishError, OSError) as exc:
             raise SystemExit(f"zooserve pull: error: {exc}") from None
+        if pulled.already_there:
+            print(f"{reference}@{pulled.digest} is already in {pulled.folder}, byte for byte: "
+                  "nothing to pull")
+            continue
         extra = f", and its embedding model into {pulled.embedding_model}" \
             if pulled.embedding_model else ""
         checked = ", signature verified" if keys else ""

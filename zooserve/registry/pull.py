@@ -1,6 +1,7 @@
 """`zooserve pull`: an artifact from an OCI registry into the repository, as the next version
 of its model, through the same staged-then-renamed step as training and export
-(zooserve.repository.publish), so a polling server never sees half a model.
+(zooserve.repository.publish), so a polling server never sees half a model. A pull whose
+files the model's highest version already holds, byte for byte, writes nothing and says so.
 
 Everything is checked before anything is published: the manifest (zooserve.registry.artifact),
 each blob's size and sha256 as it streams in, the card's record of the files, a library's
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from zooserve.registry.annotations import version_files
 from zooserve.registry.artifact import Artifact, Layer, read_artifact
 from zooserve.registry.distribution import RegistryClient
 from zooserve.registry.reference import Reference
@@ -28,6 +30,7 @@ from zooserve.repository.layout import (
     model_name_problem,
     read_card,
     sha256_of_file,
+    version_folders,
 )
 from zooserve.repository.publish import publish_version
 
@@ -48,6 +51,7 @@ class Pulled:
     size: int
     embedding_model: Path | None  # the embedding model's folder, when this pull placed it
     seconds: float
+    already_there: bool = False  # the highest version held these very files: nothing written
 
 
 def pull_artifact(client: RegistryClient, reference: Reference, root: Path,
@@ -61,6 +65,13 @@ def pull_artifact(client: RegistryClient, reference: Reference, root: Path,
     if problem:
         raise PullError(f"--name: {problem}")
     needs_embedding = _embedding_to_place(artifact, root, reference)
+    present = None if needs_embedding else _already_there(artifact, root / name)
+    if present is not None:  # an init container run again: nothing to add
+        if verify_keys:
+            _verify(present, verify_keys, f"{reference} (as {present})")
+        return Pulled(reference, digest, name, present, len(artifact.files),
+                      sum(layer.size for layer in artifact.files), None,
+                      time.monotonic() - started, already_there=True)
     created_root = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     holding = Path(tempfile.mkdtemp(prefix=PULL_PREFIX, dir=root))
@@ -90,6 +101,23 @@ def pull_artifact(client: RegistryClient, reference: Reference, root: Path,
     return Pulled(reference, digest, name, folder, len(artifact.files),
                   sum(layer.size for layer in artifact.files), placed_embedding,
                   time.monotonic() - started)
+
+
+def _already_there(artifact: Artifact, model_folder: Path) -> Path | None:
+    """The model's highest version folder when it holds exactly the artifact's files (the
+    same paths, the same sha256 each), else None. Pulling the same reference twice (an
+    init container that runs again on the same node) then adds no copy as another version."""
+    versions = version_folders(model_folder)
+    if not versions:
+        return None
+    highest = versions[max(versions)]
+    wanted = {layer.path: layer.digest.removeprefix("sha256:") for layer in artifact.files}
+    held = version_files(highest)
+    if sorted(name for name, _ in held) != sorted(wanted):
+        return None
+    if all(sha256_of_file(path) == wanted[name] for name, path in held):
+        return highest
+    return None
 
 
 def _embedding_to_place(artifact: Artifact, root: Path, reference: Reference) -> bool:
