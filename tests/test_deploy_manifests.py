@@ -21,6 +21,7 @@ from collections.abc import Callable
 import pytest
 import yaml
 
+from tests.helpers.manifest_validation import assert_strictly_valid
 from tests.helpers.manifests import (
     CHECKS,
     DEPLOY,
@@ -28,8 +29,6 @@ from tests.helpers.manifests import (
     EXPECTED_OBJECTS,
     GPU_RESOURCE,
     INSTALL_KUBECTL,
-    KSERVE_EXTENSION_FIELDS,
-    SCHEMA_VERSIONS,
     VARIANTS,
     all_containers,
     env_of,
@@ -86,37 +85,9 @@ def test_kserve_runs_the_gpu_overlays_image(rendered):
     assert kserve == gpu == {EXPECTED_IMAGE["gpu"]}
 
 
-def kserve_predictor_as_pod(docs: list[dict]) -> dict:
-    """The predictor minus KServe's own fields is a Pod spec: validate it as a Pod."""
-    pods = workload(docs)
-    spec = {k: v for k, v in pods.pod.items() if k not in KSERVE_EXTENSION_FIELDS}
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "zooserve-predictor", "labels": pods.labels,
-                         "annotations": pods.annotations},
-            "spec": spec}
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_kubernetes_validate_strict(rendered, variant, tmp_path):
-    docs = list(rendered[variant])
-    if variant == "kserve":
-        docs.append(kserve_predictor_as_pod(docs))
-    path = tmp_path / f"{variant}.yaml"
-    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-    run = kubernetes_validate(path)
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output
-    # kubernetes-validate passes, with a WARN, any kind it has no schema for: only the
-    # InferenceService (a CRD) may be one; everything else must be seen passing.
-    warned = [line for line in output.splitlines() if line.startswith("WARN")]
-    assert all("InferenceService" in line for line in warned), output
-    for doc in docs:
-        if doc["kind"] == "InferenceService":
-            continue
-        resource = f"{doc['kind'].lower()}/{doc['metadata']['name']}"
-        for version in SCHEMA_VERSIONS:
-            minor = ".".join(version.split(".")[:2])
-            assert f"passed for resource {resource} against version {minor}" in output, output
+    assert_strictly_valid(rendered[variant], tmp_path / f"{variant}.yaml", variant == "kserve")
 
 
 def test_yamllint_clean():

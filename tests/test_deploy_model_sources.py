@@ -18,6 +18,7 @@ from collections.abc import Callable
 import pytest
 import yaml
 
+from tests.helpers.manifest_validation import assert_strictly_valid
 from tests.helpers.manifests import (
     CHECKS,
     EXPECTED_IMAGE,
@@ -36,7 +37,6 @@ from tests.helpers.model_source_manifests import (
     VERIFY_KEYS,
     check_model_images,
     check_models_pull,
-    predictor_as_pod,
     pull_arguments,
     render_pull_with_registry_ca,
     schema_versions,
@@ -117,23 +117,8 @@ def test_the_pull_verifies_signatures_and_the_ca_component_adds_the_ca(rendered)
 
 @pytest.mark.parametrize("variant", BASE_OF)
 def test_kubernetes_validate_strict(rendered, variant, tmp_path):
-    docs = list(rendered[variant])
-    if BASE_OF[variant] == "kserve":
-        docs.append(predictor_as_pod(docs))
-    path = tmp_path / f"{variant}.yaml"
-    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-    run = kubernetes_validate(path, schema_versions(variant))
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output
-    warned = [line for line in output.splitlines() if line.startswith("WARN")]
-    assert all("InferenceService" in line for line in warned), output
-    for doc in docs:
-        if doc["kind"] == "InferenceService":
-            continue
-        resource = f"{doc['kind'].lower()}/{doc['metadata']['name']}"
-        for version in schema_versions(variant):
-            minor = ".".join(version.split(".")[:2])
-            assert f"passed for resource {resource} against version {minor}" in output, output
+    assert_strictly_valid(rendered[variant], tmp_path / f"{variant}.yaml",
+                          BASE_OF[variant] == "kserve", schema_versions(variant))
 
 
 def test_an_image_volume_is_unknown_to_the_oldest_schema(rendered, tmp_path):

@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from tests.helpers.manifests import (
-    KSERVE_EXTENSION_FIELDS,
     SCHEMA_VERSIONS,
     env_of,
     render,
@@ -65,15 +64,6 @@ def render_pull_with_registry_ca(kubectl: str, scratch: Path) -> list[dict]:
         "resources:\n  - ../cpu-models-pull\ncomponents:\n  - ../../components/registry-ca\n")
     return render(kubectl, overlay)
 
-
-def predictor_as_pod(docs: list[dict]) -> dict:
-    """The predictor minus KServe's own fields is a Pod spec: validated as a Pod."""
-    pods = workload(docs)
-    spec = {k: v for k, v in pods.pod.items() if k not in KSERVE_EXTENSION_FIELDS}
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "zooserve-predictor", "labels": pods.labels,
-                         "annotations": pods.annotations},
-            "spec": spec}
 
 
 # ---------------------------------------------------------------- reading the pod
