@@ -88,7 +88,7 @@ def test_an_image_name_is_made_from_any_model_name(copy_model):
 @pytest.mark.parametrize(("args", "said"), [
     (["--models", "dolphins"], "no model 'dolphins'"),
     (["--models", "penguins:7"], "model 'penguins' has no version 7"),
-    (["--models", "penguins:v1"], "'penguins:v1': the version after ':'"),
+    (["--models", "penguins:v1"], "'v1' is not a version"),
     ([], "--model-only needs --models"),
     (["--models", "penguins", "--gpu"], "--gpu is for the server image"),
     (["--models", "penguins", "--repository", "/nonexistent/models"],

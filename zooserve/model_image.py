@@ -3,7 +3,7 @@
 The image is `FROM scratch` with one layer, `/models/<name>/<version>/...`: no OS, no Python,
 no shell, a few MB for the zoo's models. Nothing in it runs. A cluster mounts it as an
 `image` volume beside the unchanged server image (deploy/k8s/components/model-images), so a
-model changes without rebuilding the 330 MB server image.
+model changes without rebuilding the 396 MB server image.
 
 It is labelled like the artifact `zooserve push` sends (zooserve.registry.annotations): the
 card's title, description, version, created, source, task and metrics, and the sha256 of
@@ -18,7 +18,6 @@ no network, no base image, nothing of the project but the files named."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -30,10 +29,9 @@ from pathlib import Path
 
 from zooserve.registry.annotations import version_annotations, version_files
 from zooserve.repository.layout import (
-    LIBRARY_FILE,
-    parse_version,
-    scan_repository,
-    served_files,
+    find_version,
+    library_embedding_model,
+    served_file,
     sha256_of_file,
 )
 
@@ -72,53 +70,26 @@ class ModelImagePlan:
     notes: tuple[str, ...]  # what the image leaves to another one (a library's embedding model)
 
 
-def parse_model_spec(spec: str) -> tuple[str, int | None]:
-    """`NAME` or `NAME:VERSION`; the version None when not given (the highest)."""
-    name, colon, version_text = spec.partition(":")
-    if not colon:
-        return name, None
-    version = parse_version(version_text)
-    if version is None:
-        raise ModelImageError(f"{spec!r}: the version after ':' must be a positive whole number "
-                              "(NAME or NAME:VERSION)")
-    return name, version
-
-
 def resolve_versions(root: Path, specs: list[str]) -> tuple[CarriedVersion, ...]:
-    """The version folders the specs name, in order, each once."""
-    try:
-        names = sorted({entry.name for entry in scan_repository(root)})
-    except FileNotFoundError as exc:
-        raise ModelImageError(str(exc)) from None
+    """The version folders the specs (NAME or NAME:VERSION) name, in order, each once."""
     chosen: dict[tuple[str, int], CarriedVersion] = {}
     for spec in specs:
-        name, version = parse_model_spec(spec)
-        if name not in names:
-            raise ModelImageError(f"no model {name!r} under '{root}'; models there: "
-                                  f"{', '.join(names) or 'none'}")
-        files = served_files(root / name)
-        if version is None:
-            version = max(files)
-        elif version not in files:
-            have = ", ".join(str(v) for v in files)
-            raise ModelImageError(f"model {name!r} has no version {version} under '{root}'; "
-                                  f"versions there: {have}")
-        folder = files[version].parent
-        chosen.setdefault((name, version), CarriedVersion(name, version, folder, files[version]))
+        try:
+            name, version, folder = find_version(root, spec)
+        except (ValueError, LookupError) as exc:
+            raise ModelImageError(str(exc)) from None
+        chosen.setdefault((name, version),
+                          CarriedVersion(name, version, folder, served_file(folder)))
     return tuple(chosen.values())
 
 
 def embedding_model_of(version: CarriedVersion) -> tuple[str, int, str] | None:
-    """A library's embedding model as (name, version, sha256 of its model.onnx), from its
-    library.json; None for a model."""
-    if version.served_file.name != LIBRARY_FILE:
-        return None
+    """A library's embedding model as (name, version, sha256 of its model.onnx); None for a
+    model."""
     try:
-        wanted = json.loads(version.served_file.read_text())["embedding_model"]
-        return str(wanted["name"]), int(wanted["version"]), str(wanted["sha256"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ModelImageError(f"{version.served_file} names no embedding model "
-                              "(embedding_model: name, version, sha256)") from None
+        return library_embedding_model(version.folder)
+    except ValueError as exc:
+        raise ModelImageError(str(exc)) from None
 
 
 def default_tag(first: CarriedVersion) -> str:

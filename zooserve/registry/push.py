@@ -11,7 +11,12 @@ from pathlib import Path
 from zooserve.registry.artifact import EMPTY_CONFIG, build_manifest
 from zooserve.registry.distribution import OCI_MANIFEST, RegistryClient
 from zooserve.registry.reference import Reference
-from zooserve.repository.layout import LIBRARY_FILE, MODEL_FILE, find_version, sha256_of_file
+from zooserve.repository.layout import (
+    MODEL_FILE,
+    find_version,
+    library_embedding_model,
+    sha256_of_file,
+)
 
 
 class PushError(ValueError):
@@ -28,16 +33,16 @@ class Pushed:
     seconds: float
 
 
-def embedding_model_of(root: Path, library_folder: Path) -> tuple[Path, str, int]:
+def embedding_model_of(root: Path, library_folder: Path) -> tuple[Path, str, int] | None:
     """A library's embedding model version folder, checked to be the very model the library
-    was built with (its model.onnx sha256)."""
-    import json
-
-    manifest = json.loads((library_folder / LIBRARY_FILE).read_text())
-    ref = manifest.get("embedding_model") or {}
-    name, version, sha256 = ref.get("name"), ref.get("version"), ref.get("sha256")
-    if not isinstance(name, str) or not isinstance(version, int) or not isinstance(sha256, str):
-        raise PushError(f"{library_folder / LIBRARY_FILE} names no embedding model")
+    was built with (its model.onnx sha256); None for a version that is no library."""
+    try:
+        named = library_embedding_model(library_folder)
+    except ValueError as exc:
+        raise PushError(str(exc)) from None
+    if named is None:
+        return None
+    name, version, sha256 = named
     model_file = root / name / str(version) / MODEL_FILE
     if not model_file.is_file():
         raise PushError(f"the library's embedding model {name} version {version} is not "
@@ -62,8 +67,7 @@ def push_version(client: RegistryClient, root: Path, spec: str,
         raise PushError(str(exc)) from None
     if not reference.tag:
         reference = reference.with_tag(str(version))
-    embedding = embedding_model_of(root, folder) if (folder / LIBRARY_FILE).is_file() \
-        and not (folder / MODEL_FILE).is_file() else None
+    embedding = embedding_model_of(root, folder)
     manifest, uploads = build_manifest(folder, name, version, embedding)
     sent = 0
     for upload in dict((u.digest, u) for u in uploads).values():

@@ -229,3 +229,22 @@ def find_version(models: Path, reference: str) -> tuple[str, int, Path]:
             raise VersionNotFound(f"model {name!r} has no version {version} under '{models}'; "
                                   f"versions: {', '.join(map(str, sorted(versions)))}")
     return name, version, versions[version].parent
+
+
+def library_embedding_model(version_dir: Path) -> tuple[str, int, str] | None:
+    """The embedding model a library version was built with, as its library.json names it:
+    (name, version, sha256 of that model's model.onnx); None for a version that is no
+    library. ValueError (one line) when library.json does not name one properly."""
+    manifest_path = version_dir / LIBRARY_FILE
+    if not manifest_path.is_file() or (version_dir / MODEL_FILE).is_file():
+        return None
+    try:
+        wanted = json.loads(manifest_path.read_text())["embedding_model"]
+        name, version, sha256 = wanted["name"], wanted["version"], wanted["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{manifest_path} names no embedding model (embedding_model: name, "
+                         "version, sha256)") from None
+    if not isinstance(name, str) or not isinstance(version, int) or not isinstance(sha256, str):
+        raise ValueError(f"{manifest_path}: embedding_model's name, version and sha256 must "
+                         "be a string, a number and a string")
+    return name, version, sha256
