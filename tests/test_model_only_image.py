@@ -30,6 +30,7 @@ from tests.helpers.images import (
 )
 from tests.helpers.paths import MODELS
 from tests.helpers.penguin_rows import one_of_each
+from tests.helpers.registry_share import pull
 from tests.helpers.search_tensors import padded, tensors
 from tests.helpers.server import run_server
 from zooserve.registry.annotations import version_annotations, version_files
@@ -177,3 +178,14 @@ def test_the_files_from_the_registry_serve_the_library_as_the_repository_does(
         np.testing.assert_array_equal(pulled.as_numpy(output), original.as_numpy(output))
     originals = np.array([q.fields["ORIGINAL"] for q in queries])
     assert np.mean(pulled.as_numpy("ids").astype(str)[:, 0] == originals) >= 0.9
+
+
+def test_zooserve_pull_says_an_image_is_no_artifact(pushed, registry, tmp_path):
+    """A model-only image is for the kubelet (or docker); `zooserve pull` refuses it in one
+    line and writes nothing."""
+    reference = pushed["penguins"].removeprefix(f"{registry.host}/")
+    done = pull(registry, reference, extra=("--models", str(tmp_path / "models")))
+    assert done.returncode != 0
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "is not a zooserve model artifact" in done.stderr
+    assert not (tmp_path / "models").exists()
