@@ -133,6 +133,13 @@ def test_untrusted_certificate(registry, shared, watched):
     assert "--tls-ca" in done.stderr
 
 
+def test_plain_http_to_a_tls_registry(registry, shared, watched):
+    done = zooserve("pull", f"{registry.host}/zoo/penguins:1", "--plain-http",
+                    "--models", str(watched[0]), env=registry_env(registry))
+    assert done.returncode != 0 and done.stderr.count("\n") == 1
+    assert "it probably speaks HTTPS (leave out --plain-http)" in done.stderr
+
+
 def test_reference_that_does_not_exist(registry, shared, watched):
     line = refused(registry, watched, "zoo/penguins:no-such-tag")
     assert line.endswith(f"{registry.host} has no zoo/penguins:no-such-tag: 404 "

@@ -263,6 +263,9 @@ class RegistryClient:
             return f"{self.host} denied access to {repository}: 403 forbidden{said}"
         if answer.status == 404:
             return f"{self.host} has no {_what(path, repository)}: 404{said}"
+        if answer.status == 400 and self.plain_http:
+            return (f"{self.host} answered plain HTTP with 400: it probably speaks HTTPS "
+                    "(leave out --plain-http)")
         return f"{self.host} answered {method} {_what(path, repository)} with {answer.status}{said}"
 
 
