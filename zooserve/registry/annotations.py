@@ -85,12 +85,15 @@ def _source(card: Mapping) -> str:
 
 
 def version_annotations(version_dir: Path, name: str, version: int,
-                        embedding_model: str | None = None) -> dict[str, str]:
+                        embedding_model: str | None = None,
+                        files: Mapping[str, str] | None = None) -> dict[str, str]:
     """The annotations (or image labels) describing one repository version: what its card
     says, and the sha256 of every file it holds (see `version_files`). `embedding_model`
-    names a library's model as `name:version@sha256:...`."""
+    names a library's model as `name:version@sha256:...`. `files`: those sha256 (relative
+    path -> hex), when the caller has just computed them; read from the folder otherwise."""
     card = read_card(version_dir)
-    files = {name: sha256_of_file(path) for name, path in version_files(version_dir)}
+    if files is None:
+        files = {name: sha256_of_file(path) for name, path in version_files(version_dir)}
     annotations = {
         TITLE: name,
         MODEL_NAME: name,

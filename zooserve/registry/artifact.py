@@ -21,7 +21,12 @@ from pathlib import Path, PurePosixPath
 from zooserve.registry import annotations as keys
 from zooserve.registry.annotations import recorded_files, version_annotations, version_files
 from zooserve.registry.distribution import OCI_MANIFEST
-from zooserve.repository.layout import model_name_problem, parse_version
+from zooserve.repository.layout import (
+    MODEL_FILE,
+    model_name_problem,
+    parse_version,
+    sha256_of_file,
+)
 
 MODEL_ARTIFACT = "application/vnd.zooserve.model.v1"
 LIBRARY_ARTIFACT = "application/vnd.zooserve.library.v1"
@@ -82,8 +87,6 @@ class Upload:
 
 
 def digest_of(path: Path) -> str:
-    from zooserve.repository.layout import sha256_of_file
-
     return "sha256:" + sha256_of_file(path)
 
 
@@ -96,22 +99,23 @@ def build_manifest(version_dir: Path, name: str, version: int,
                       len(EMPTY_CONFIG), None)]
     layers = []
     sources = [(version_dir, "", False)]
-    embedding_line = None
     if embedding is not None:
-        folder, model_name, model_version = embedding
-        sources.append((folder, EMBEDDED_PREFIX, True))
-        embedding_line = (f"{model_name}:{model_version}@"
-                          f"{digest_of(folder / 'model.onnx')}")
+        sources.append((embedding[0], EMBEDDED_PREFIX, True))
+    own_files, embedding_line = {}, None  # each file is hashed once, here
     for folder, prefix, embedded in sources:
         for relative, path in version_files(folder):
             digest, size = digest_of(path), path.stat().st_size
             layer_annotations = {TITLE: prefix + relative}
             if embedded:
                 layer_annotations[EMBEDDED] = "true"
+                if relative == MODEL_FILE:
+                    embedding_line = f"{embedding[1]}:{embedding[2]}@{digest}"
+            else:
+                own_files[relative] = digest.removeprefix("sha256:")
             layers.append({"mediaType": FILE_MEDIA_TYPE, "digest": digest, "size": size,
                            "annotations": layer_annotations})
             uploads.append(Upload(digest, size, path))
-    described = version_annotations(version_dir, name, version, embedding_line)
+    described = version_annotations(version_dir, name, version, embedding_line, own_files)
     manifest = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

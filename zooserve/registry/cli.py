@@ -57,8 +57,13 @@ def _pull(args: argparse.Namespace) -> int:
 
     if args.name and len(args.references) > 1:
         raise SystemExit("zooserve pull: error: --name renames one model; give one reference")
-    keys = _verify_keys(args.verify_key or _keys_from_environment())
-    root = _models_root(args)
+    from zooserve.serving.settings import Settings
+
+    # The server's own declarations: --models / ZOOSERVE_MODELS, --verify-key /
+    # ZOOSERVE_VERIFY_KEY (repeatable; the variable's paths split as the server splits them).
+    settings = Settings.from_sources({"models": args.models, "verify_key": args.verify_key})
+    keys = _verify_keys(settings.verify_key)
+    root = settings.models
     references = [_reference(text, "pull") for text in args.references]
     for reference in references:
         client = _client(args, reference, "pull")
@@ -78,18 +83,13 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def _keys_from_environment() -> list[str]:
-    value = os.environ.get("ZOOSERVE_VERIFY_KEY", "")
-    return [part for part in value.split(os.pathsep) if part]
-
-
-def _verify_keys(paths: list[str]) -> list[Path]:
+def _verify_keys(paths: tuple[Path, ...]) -> list[Path]:
     if not paths:
         return []
     from zooserve.repository.signing import verify_keys  # the extra is imported when used
 
     try:
-        return verify_keys(Path(path) for path in paths)
+        return verify_keys(paths)
     except ValueError as exc:
         raise SystemExit(f"zooserve pull: error: --verify-key: {exc}") from None
 

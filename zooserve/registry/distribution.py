@@ -37,6 +37,7 @@ ERROR_BODY_MAX = 64 << 10  # read of an error answer, for its message
 TOKEN_MAX = 1 << 20
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
+ANY_SCOPE = ""
 
 
 class RegistryError(Exception):
@@ -63,7 +64,8 @@ class RegistryClient:
     credentials: Credentials | None = None
     plain_http: bool = False
     ca_file: Path | None = None
-    _authorization: dict[str, str] = field(default_factory=dict)  # scope -> header value
+    # scope -> Authorization header (ANY_SCOPE: Basic, sent with every request)
+    _authorization: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._context = None
@@ -159,23 +161,29 @@ class RegistryClient:
 
     def _call(self, method: str, path: str, repository: str, actions: str, *,
               ok: tuple[int, ...], body=None, headers: dict[str, str] | None = None) -> _Answer:
+        """One request, answered once more after a 401 with the credentials it asks for."""
         scope = f"repository:{repository}:{actions}"
-        for attempt in range(2):
-            request_headers = dict(headers or {})
-            if scope in self._authorization:
-                request_headers["Authorization"] = self._authorization[scope]
-            if hasattr(body, "seek"):
-                body.seek(0)
-            answer = self._send(method, self._url(path), body, request_headers)
-            if answer.status == 401 and attempt == 0:
-                challenge = answer.headers.get("www-authenticate", "")
-                answer.body.close()
-                self._authorization[scope] = self._authorize(challenge, scope)
-                continue
-            if answer.status in ok:
-                return answer
-            raise RegistryError(self._refusal(method, path, answer, repository))
+        answer = self._send_authorized(method, path, scope, body, headers)
+        if answer.status == 401:
+            challenge = answer.headers.get("www-authenticate", "")
+            answer.body.close()
+            header = self._authorize(challenge, scope)
+            # Basic is the same for every scope; a bearer token is good for its scope only.
+            self._authorization[ANY_SCOPE if header.startswith("Basic ") else scope] = header
+            answer = self._send_authorized(method, path, scope, body, headers)
+        if answer.status in ok:
+            return answer
         raise RegistryError(self._refusal(method, path, answer, repository))
+
+    def _send_authorized(self, method: str, path: str, scope: str, body,
+                         headers: dict[str, str] | None) -> _Answer:
+        request_headers = dict(headers or {})
+        authorization = self._authorization.get(scope) or self._authorization.get(ANY_SCOPE)
+        if authorization:
+            request_headers["Authorization"] = authorization
+        if hasattr(body, "seek"):  # a file sent again after a 401
+            body.seek(0)
+        return self._send(method, self._url(path), body, request_headers)
 
     def _send(self, method: str, url: str, body, headers: dict[str, str]) -> _Answer:
         request = urllib.request.Request(url, data=body, method=method, headers=headers)
