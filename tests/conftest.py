@@ -13,7 +13,7 @@ import pytest
 from tests.helpers.echo_repository import build_echo_repository
 from tests.helpers.hostile import run_hostile_server
 from tests.helpers.paths import MODELS, STAND_IN_BASE
-from tests.helpers.registry import RunningRegistry, registry_available, run_registry
+from tests.helpers.registry import RunningRegistry, registry_for_tests
 from tests.helpers.server import RunningServer, run_server
 
 
@@ -76,18 +76,14 @@ def copy_model(tmp_path):
 def registry(tmp_path_factory) -> Iterator[RunningRegistry]:
     """A real OCI registry (distribution 2.8) on loopback: TLS from a throwaway CA and
     htpasswd authentication (tests/helpers/registry.py)."""
-    if not registry_available():
-        pytest.skip("no docker-registry on PATH (scripts/test installs Debian's, as root)")
-    with run_registry(tmp_path_factory.mktemp("registry")) as running:
+    with registry_for_tests(tmp_path_factory.mktemp("registry")) as running:
         yield running
 
 
 @pytest.fixture(scope="session")
 def plain_registry(tmp_path_factory) -> Iterator[RunningRegistry]:
     """The same registry over plain HTTP without authentication (`--plain-http`)."""
-    if not registry_available():
-        pytest.skip("no docker-registry on PATH (scripts/test installs Debian's, as root)")
-    with run_registry(tmp_path_factory.mktemp("plain-registry"), tls=False) as running:
+    with registry_for_tests(tmp_path_factory.mktemp("plain-registry"), tls=False) as running:
         yield running
 
 
@@ -95,7 +91,5 @@ def plain_registry(tmp_path_factory) -> Iterator[RunningRegistry]:
 def token_registry(tmp_path_factory) -> Iterator[RunningRegistry]:
     """The registry with bearer-token authentication: a token service in the test process
     issues the tokens (tests/helpers/token_service.py)."""
-    if not registry_available():
-        pytest.skip("no docker-registry on PATH (scripts/test installs Debian's, as root)")
-    with run_registry(tmp_path_factory.mktemp("token-registry"), token=True) as running:
+    with registry_for_tests(tmp_path_factory.mktemp("token-registry"), token=True) as running:
         yield running

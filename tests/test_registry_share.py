@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 
+import oras.provider
 import pytest
 import tritonclient.grpc as grpcclient
 
@@ -73,8 +74,7 @@ def test_annotations_say_what_the_card_says_and_skopeo_reads_them(pushed, regist
 
 
 def test_oras_pulls_the_same_files(pushed, registry, tmp_path):
-    oras_provider = pytest.importorskip("oras.provider")
-    client = oras_provider.Registry(hostname=registry.host, tls_verify=str(registry.pki.ca),
+    client = oras.provider.Registry(hostname=registry.host, tls_verify=str(registry.pki.ca),
                                     auth_backend="basic")
     client.login(username=USER, password=PASSWORD, hostname=registry.host)
     folder = tmp_path / "oras"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
+import pytest
 
 from tests.helpers.pki import Pki, make_pki
 from tests.helpers.server import free_port
@@ -87,8 +88,11 @@ class RunningRegistry:
             return error.code, error.read()
 
 
-def registry_available() -> bool:
-    return shutil.which(REGISTRY_BINARY) is not None
+def registry_for_tests(folder: Path, **options) -> contextlib.AbstractContextManager:
+    """run_registry for a fixture, skipping (with the reason) where the binary is missing."""
+    if shutil.which(REGISTRY_BINARY) is None:
+        pytest.skip("no docker-registry on PATH (scripts/test installs Debian's, as root)")
+    return run_registry(folder, **options)
 
 
 @contextlib.contextmanager
